@@ -1,0 +1,233 @@
+"""Deterministic-request serving benchmark: throughput and latency vs the deterministic fraction.
+
+For each configuration a server is started, warmed up, loaded with the same request mix
+(closed loop, fixed concurrency), and killed:
+- ``stock``: plain ``sglang.launch_server`` (all requests non-deterministic);
+- ``sglang_deterministic``: ``sglang.launch_server --enable-deterministic-inference``;
+- ``ours``: ``sglang_tokenweave.launch_server --enable-deterministic-requests`` at deterministic
+  fractions 0, 0.1, 0.5 and 1.0 of the requests.
+Every deterministic request of the loaded runs is compared with its solo run (``identical``),
+and the rollback rate (tokens rolled back / tokens verified, from /metrics) is reported with
+every row: random-weight models give flat token distributions and many more mismatches than
+trained models. Output: benchmarks/results/bench_determinism_<card>_tp<N>.json and .png.
+
+    python scripts/bench_determinism.py --model-path <model> --tp 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+# Multicast stays off on the shared GPU machines, in every process we start.
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, module: str, args: list[str], log: Path):
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log, "w")
+        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **SAFE_ENV})
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}); see {log}")
+            try:
+                if requests.get(self.url + "/health_generate", timeout=30).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        self.kill()
+        raise TimeoutError(f"server not ready; see {log}")
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+def make_workload(n: int, det_fraction: float, seed: int, max_new_tokens: int) -> list[dict]:
+    """Requests of the run; the deterministic ones are spread evenly through the list."""
+    rng = random.Random(seed)
+    det_every = round(1 / det_fraction) if det_fraction > 0 else None
+    work = []
+    for i in range(n):
+        words = " ".join(f"w{rng.randint(0, 5000)}" for _ in range(rng.randint(16, 512)))
+        params = {"max_new_tokens": max_new_tokens, "temperature": rng.choice([0.0, 0.8]), "ignore_eos": True}
+        if det_fraction >= 1 or (det_every and i % det_every == 0):
+            params.update(deterministic=True, sampling_seed=i)
+        work.append({"text": words, "sampling_params": params})
+    return work
+
+
+def run_load(url: str, work: list[dict], concurrency: int) -> tuple[list[float], list[list[int]], float]:
+    def one(body):
+        start = time.perf_counter()
+        r = requests.post(url + "/generate", json=body, timeout=3600)
+        r.raise_for_status()
+        return time.perf_counter() - start, r.json()["output_ids"]
+
+    start = time.perf_counter()
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, work))
+    return [lat for lat, _ in results], [ids for _, ids in results], time.perf_counter() - start
+
+
+def counters(url: str) -> dict[str, float]:
+    out = {}
+    for line in requests.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("sglang_tokenweave:deterministic_"):
+            name, value = line.split()
+            out[name.split("deterministic_", 1)[1].removesuffix("_total")] = float(value)
+    return out
+
+
+def measure(server: Server, work: list[dict], concurrency: int, solo_check: int) -> dict:
+    warm = [dict(w, sampling_params={**w["sampling_params"], "max_new_tokens": 4}) for w in work[:concurrency]]
+    run_load(server.url, warm, concurrency)
+    det_indices = [i for i, w in enumerate(work) if w["sampling_params"].get("deterministic")]
+    before = counters(server.url)
+    latencies, outputs, wall = run_load(server.url, work, concurrency)
+    after = counters(server.url)
+    checked = det_indices[:solo_check]
+    solo = [run_load(server.url, [work[i]], 1)[1][0] for i in checked]
+    tokens = sum(len(ids) for ids in outputs)
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    verified = delta.get("tokens_verified", 0.0)
+    return {
+        "requests": len(work),
+        "throughput_tok_s": tokens / wall,
+        "latency_p50_us": statistics.median(latencies) * 1e6,
+        "latency_p99_us": sorted(latencies)[max(0, int(0.99 * len(latencies)) - 1)] * 1e6,
+        "deterministic_requests": len(det_indices),
+        "identical": (sum(outputs[i] == s for i, s in zip(checked, solo)) / len(checked)) if checked else None,
+        "rollback_rate": (delta.get("tokens_rolled_back", 0.0) / verified) if verified else None,
+        "verification_passes": delta.get("verification_passes"),
+    }
+
+
+def card_name() -> tuple[str, str]:
+    import torch
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    short = "h200" if "H200" in name else "h100" if "H100" in name else name.split()[-1].lower()
+    return name, short
+
+
+def versions() -> dict:
+    import sglang
+    import torch
+
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {"torch": torch.__version__, "sglang": sglang.__version__,
+            "sglang_tokenweave": sha.stdout.strip() or "uncommitted"}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ours = [r for r in rows if r["server"] == "ours"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["det_fraction"] for r in ours], [r["throughput_tok_s"] for r in ours], "o-", label="ours")
+    for r in rows:
+        if r["server"] != "ours":
+            ax.axhline(r["throughput_tok_s"], linestyle="--", label=r["server"], color="gray" if
+                       r["server"] == "stock" else "red")
+    for r in ours:
+        if r["rollback_rate"] is not None:
+            ax.annotate(f"rb {r['rollback_rate']:.1%}", (r["det_fraction"], r["throughput_tok_s"]))
+    ax.set_xlabel("fraction of deterministic requests")
+    ax.set_ylabel("output tokens / s")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=512)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--fractions", default="0,0.1,0.5,1")
+    parser.add_argument("--solo-check", type=int, default=16, help="deterministic requests re-run alone")
+    parser.add_argument("--extra-args", default="", help="more server flags, for every server")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    common = ["--model-path", args.model_path, "--tp", str(args.tp), *args.extra_args.split()]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    logs = args.out_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    configs = [("stock", "sglang.launch_server", [], [0.0]),
+               ("sglang_deterministic", "sglang.launch_server", ["--enable-deterministic-inference"], [0.0]),
+               ("ours", "sglang_tokenweave.launch_server", ["--enable-deterministic-requests", "--enable-metrics"],
+                fractions)]
+    rows = []
+    for name, module, flags, fracs in configs:
+        server = Server(module, common + flags, logs / f"{name}.log")
+        try:
+            for fraction in fracs:
+                work = make_workload(args.requests, fraction, seed=0, max_new_tokens=args.max_new_tokens)
+                row = {"server": name, "tp": args.tp, "det_fraction": fraction, "concurrency": args.concurrency,
+                       "max_new_tokens": args.max_new_tokens, **measure(server, work, args.concurrency,
+                                                                        args.solo_check)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            server.kill()
+
+    base = {r["server"]: r for r in rows if r["det_fraction"] == 0.0}
+    nondet = base["ours"]["throughput_tok_s"]
+    for r in rows:
+        r["throughput_relative_to_nondet"] = r["throughput_tok_s"] / nondet
+        for baseline in ("stock", "sglang_deterministic"):
+            r[f"speedup_vs_{baseline}"] = r["throughput_tok_s"] / base[baseline]["throughput_tok_s"]
+    card, short = card_name()
+    result = {"card": card, "gpus": args.tp, "versions": versions(),
+              "command": "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]),
+              "rows": rows}
+    out = args.out_dir / f"bench_determinism_{short}_tp{args.tp}.json"
+    out.write_text(json.dumps(result, indent=2))
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

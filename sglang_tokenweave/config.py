@@ -1,0 +1,204 @@
+"""The overlay's own configuration: our command-line flags, their ranges, and how they travel.
+
+SGLang spawns its scheduler / TP worker processes, so the configuration cannot live in the
+launcher's memory. It travels as two environment variables that every child inherits:
+
+- ``SGLANG_TOKENWEAVE=1`` switches the overlay on (the plugin is a no-op without it, so
+  installing the package never changes a plain ``sglang.launch_server``);
+- ``SGLANG_TOKENWEAVE_ARGS`` holds our flags as a command-line string, parsed by the same
+  parser as the launcher's, so a value is validated the same way wherever it comes from.
+
+Setting both by hand activates the overlay under SGLang's own tools (``sglang.bench_one_batch``,
+``sglang.bench_offline_throughput``). This module imports nothing from SGLang.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+from typing import Sequence
+
+SWITCH_ENV = "SGLANG_TOKENWEAVE"
+ARGS_ENV = "SGLANG_TOKENWEAVE_ARGS"
+
+COMM_VARIANTS = ("auto", "p2p", "multimem")
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlayConfig:
+    enable_tokenweave: bool = False
+    tokenweave_config: str | None = None
+    tokenweave_split_threshold: int | None = None  # None: from the tuning data / defaults
+    tokenweave_sm_budget: int | None = None  # None: from the tuning data / defaults
+    tokenweave_comm_variant: str = "auto"
+    # Benchmark-only: every tensor-parallel all-reduce of the decoder layers becomes the
+    # identity (wrong outputs), the no-communication bound of bench_tokenweave_model.py.
+    tokenweave_bench_skip_allreduce: bool = False
+    enable_deterministic_requests: bool = False
+    deterministic_window: int = 32
+    deterministic_verify_rows: int = 8
+    # Test-only: adds noise to the fast path's logits of deterministic requests so that
+    # verification must roll tokens back. Never set in production.
+    deterministic_test_perturb_logits: float = 0.0
+
+    def to_argv(self) -> list[str]:
+        """The flags that reproduce this configuration (defaults omitted)."""
+        argv: list[str] = []
+        default = OverlayConfig()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value == getattr(default, field.name):
+                continue
+            flag = "--" + field.name.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(flag)
+            else:
+                argv += [flag, str(value)]
+        return argv
+
+    def active_features(self) -> list[str]:
+        features = []
+        if self.enable_tokenweave:
+            features.append("tokenweave")
+        if self.enable_deterministic_requests:
+            features.append("deterministic_requests")
+        return features
+
+
+def _int_in_range(name: str, low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be in [{low}, {high}], got {value}")
+        return value
+
+    return parse
+
+
+def _float_in_range(name: str, low: float, high: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be in [{low}, {high}], got {value}")
+        return value
+
+    return parse
+
+
+def add_overlay_args(parser: argparse.ArgumentParser) -> None:
+    """Our flags, in groups of their own so ``--help`` shows them apart from SGLang's."""
+    tw = parser.add_argument_group("sglang-tokenweave: TokenWeave (fused all-reduce + norm, token splitting)")
+    tw.add_argument(
+        "--enable-tokenweave",
+        action="store_true",
+        help="Fuse each tensor-parallel all-reduce with the residual add and RMSNorm, and split "
+        "large prefill batches in two so communication overlaps computation (TP >= 2, one NVLink domain).",
+    )
+    tw.add_argument(
+        "--tokenweave-config",
+        type=str,
+        default=None,
+        metavar="PATH",
+        help="Tuning data written by scripts/tune_tokenweave.py (split offset and SM budget per token "
+        "bucket). Built-in defaults are used when absent.",
+    )
+    tw.add_argument(
+        "--tokenweave-split-threshold",
+        type=_int_in_range("--tokenweave-split-threshold", 2, 1 << 20),
+        default=None,
+        metavar="TOKENS",
+        help="Split extend batches of at least this many tokens (default: from the tuning data, else 1024).",
+    )
+    tw.add_argument(
+        "--tokenweave-sm-budget",
+        type=_int_in_range("--tokenweave-sm-budget", 1, 256),
+        default=None,
+        metavar="SMS",
+        help="Thread blocks (SMs) the fused communication kernel may use (default: from the tuning data).",
+    )
+    tw.add_argument(
+        "--tokenweave-comm-variant",
+        choices=COMM_VARIANTS,
+        default="auto",
+        help="Fused kernel variant: p2p (peer loads/stores), multimem (NVLink multicast; only where the "
+        "hardware reports multicast support), or auto (p2p unless multimem is explicitly requested).",
+    )
+
+    tw.add_argument(
+        "--tokenweave-bench-skip-allreduce",
+        action="store_true",
+        help=argparse.SUPPRESS,  # benchmark-only: the no-communication bound, wrong outputs
+    )
+
+    det = parser.add_argument_group("sglang-tokenweave: deterministic requests (verify and roll back)")
+    det.add_argument(
+        "--enable-deterministic-requests",
+        action="store_true",
+        help="Accept requests with `deterministic: true`: decoded on the fast path, verified by a "
+        "fixed-shape replay, only committed tokens returned.",
+    )
+    det.add_argument(
+        "--deterministic-window",
+        type=_int_in_range("--deterministic-window", 1, 512),
+        default=OverlayConfig.deterministic_window,
+        metavar="W",
+        help="Unverified tokens after which a deterministic request is verified (default: %(default)s).",
+    )
+    det.add_argument(
+        "--deterministic-verify-rows",
+        type=_int_in_range("--deterministic-verify-rows", 1, 256),
+        default=OverlayConfig.deterministic_verify_rows,
+        metavar="B",
+        help="Rows of the fixed-shape verification pass (default: %(default)s).",
+    )
+    det.add_argument(
+        "--deterministic-test-perturb-logits",
+        type=_float_in_range("--deterministic-test-perturb-logits", 0.0, 100.0),
+        default=0.0,
+        help=argparse.SUPPRESS,  # test-only: forces mismatches on the fast path
+    )
+
+
+def overlay_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a prefix of one of SGLang's flags must never be taken for one of ours.
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_overlay_args(parser)
+    return parser
+
+
+def config_from_namespace(ns: argparse.Namespace) -> OverlayConfig:
+    names = {f.name for f in dataclasses.fields(OverlayConfig)}
+    return OverlayConfig(**{k: v for k, v in vars(ns).items() if k in names})
+
+
+def split_overlay_argv(argv: Sequence[str]) -> tuple[OverlayConfig, list[str]]:
+    """Separate our flags from the rest; the rest goes to SGLang untouched.
+
+    Bad values of our flags exit with status 2 and a message naming the flag (argparse).
+    """
+    ns, rest = overlay_parser().parse_known_args(list(argv))
+    return config_from_namespace(ns), rest
+
+
+def config_to_env(config: OverlayConfig) -> dict[str, str]:
+    return {SWITCH_ENV: "1", ARGS_ENV: shlex.join(config.to_argv())}
+
+
+def overlay_switched_on(environ=os.environ) -> bool:
+    return environ.get(SWITCH_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def config_from_env(environ=os.environ) -> OverlayConfig:
+    """The configuration a child process (or SGLang's own tools) runs with."""
+    ns, unknown = overlay_parser().parse_known_args(shlex.split(environ.get(ARGS_ENV, "")))
+    if unknown:
+        raise ValueError(f"{ARGS_ENV} holds flags that are not ours: {' '.join(unknown)}")
+    return config_from_namespace(ns)

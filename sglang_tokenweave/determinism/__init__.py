@@ -1,0 +1,19 @@
+"""Deterministic requests (LLM-42): the pure core of verify-and-rollback.
+
+A request with ``deterministic: true`` decodes on the normal batched ("fast") path; a verifier
+periodically replays its recent tokens in a pass of fixed shape, commits the tokens that match
+and rolls back the rest. Only committed tokens are ever returned, so the output is a function
+of the prompt, the sampling parameters and the server's static configuration alone.
+
+Modules (none imports SGLang; the scheduler glue builds on them):
+
+- ``config``: window W, verifier rows B, the test-only perturbation switch.
+- ``state``: the per-request commit/rollback state machine.
+- ``groups``: packing requests ready for verification into fixed-shape B x W passes.
+- ``seeds``: default seed, per-choice seeds for n > 1, the (seed, position) random draw.
+- ``sampling``: seeded, batch-invariant sampling (torch).
+- ``logprobs``: batch-invariant log-probabilities of chosen / top tokens (torch).
+- ``perturbation``: test-only noise on the fast path's logits.
+- ``request_validation``: which request fields a deterministic request may carry (HTTP 400s).
+- ``metrics``: plain counters.
+"""

@@ -1,0 +1,58 @@
+"""Parameters of deterministic requests: window W, verifier rows B, test perturbation.
+
+Choosing W (tokens per verification):
+- Each verification costs one eager extend pass of B x W tokens, shared by up to B requests,
+  so its cost per verified token falls as W grows ...
+- ... but a mismatch at row m throws away the rest of the window (W - m - 1 tokens, about
+  W/2 on average), so the waste per mismatch grows with W; and the client receives tokens
+  only once they are verified, so W is also the streaming granularity (a W-token delay).
+Choosing B (rows per pass): the pass's shape is fixed, so a pass costs the same with one real
+row or B; a larger B verifies more requests per pass under load but wastes more padding when
+few deterministic requests run.
+The defaults (W=32, B=8: 256 tokens, a small extend pass) are provisional: they are to be
+confirmed by the deterministic-serving benchmark (throughput and latency of deterministic
+requests vs W and B at several deterministic fractions), which records its measurements in
+benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+DEFAULT_WINDOW = 32
+WINDOW_RANGE = (1, 512)
+DEFAULT_VERIFY_ROWS = 8
+VERIFY_ROWS_RANGE = (1, 256)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeterminismConfig:
+    window: int = DEFAULT_WINDOW  # W: unverified tokens that trigger a verification
+    verify_rows: int = DEFAULT_VERIFY_ROWS  # B: rows of every verification pass
+    # Test-only: standard deviation of Gaussian noise added to the fast path's logits of
+    # deterministic requests, so that verification must roll back (0 = off; never in production).
+    perturb_logits: float = 0.0
+
+    def __post_init__(self):
+        low, high = WINDOW_RANGE
+        if not low <= self.window <= high:
+            raise ValueError(f"window must be in [{low}, {high}], got {self.window}")
+        low, high = VERIFY_ROWS_RANGE
+        if not low <= self.verify_rows <= high:
+            raise ValueError(f"verify_rows must be in [{low}, {high}], got {self.verify_rows}")
+        if not self.perturb_logits >= 0.0:
+            raise ValueError(f"perturb_logits must be >= 0, got {self.perturb_logits}")
+
+    @property
+    def tokens_per_pass(self) -> int:
+        return self.window * self.verify_rows
+
+    @classmethod
+    def from_flags(cls, flags) -> "DeterminismConfig":
+        """From the overlay's parsed flags (``deterministic_window``, ``..._verify_rows``,
+        ``..._test_perturb_logits``)."""
+        return cls(
+            window=flags.deterministic_window,
+            verify_rows=flags.deterministic_verify_rows,
+            perturb_logits=flags.deterministic_test_perturb_logits,
+        )

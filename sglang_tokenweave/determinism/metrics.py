@@ -1,0 +1,39 @@
+"""Counters of deterministic serving; exported to Prometheus by the server glue."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .state import CommitResult
+
+
+@dataclasses.dataclass
+class DeterminismMetrics:
+    requests: int = 0  # deterministic choices admitted
+    verification_passes: int = 0  # fixed-shape passes run
+    verification_rows: int = 0  # real rows across those passes (<= passes * B)
+    tokens_verified: int = 0  # proposals checked by a verifier
+    tokens_committed: int = 0  # tokens committed (prefill and verification)
+    tokens_rolled_back: int = 0  # proposals dropped
+    rollback_events: int = 0  # verifications that dropped at least one proposal
+    restarts: int = 0  # retractions of deterministic requests
+
+    def on_request(self) -> None:
+        self.requests += 1
+
+    def on_pass(self, real_rows: int) -> None:
+        self.verification_passes += 1
+        self.verification_rows += real_rows
+
+    def on_commit(self, result: CommitResult, tokens_verified: int = 0) -> None:
+        """Record a CommitResult; ``tokens_verified`` is the window length (0 for a prefill)."""
+        self.tokens_verified += tokens_verified
+        self.tokens_committed += len(result.committed_ids)
+        self.tokens_rolled_back += result.num_dropped
+        self.rollback_events += result.rolled_back
+
+    def on_restart(self) -> None:
+        self.restarts += 1
+
+    def snapshot(self) -> dict[str, int]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,89 @@
+"""Seeds of deterministic requests and the random draw keyed by (seed, position).
+
+Every random decision of a deterministic request is a pure function of its seed and of the
+position of the token being sampled, never of a generator's state, of the batch it runs in or
+of the device. That is what lets the fast path and the verifier draw the same number for the
+same token, and a restarted request redraw exactly what it drew before.
+
+Seeds are 64-bit: a user's seed may be any int64 (negative ones are read in two's complement);
+internally seeds are unsigned in [0, 2**64).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+SEED_MIN = -(1 << 63)
+SEED_MAX = (1 << 63) - 1
+
+# Used when a deterministic request carries no seed: the same request without a seed must
+# return the same output every time, so the default cannot be random.
+DEFAULT_SEED = 0
+
+# Odd constant (2**64 / golden ratio): multiplying by it is a bijection modulo 2**64, so
+# distinct indices or positions give distinct inputs to the mixer below.
+_GOLDEN = 0x9E3779B97F4A7C15
+_MUL1 = 0xBF58476D1CE4E5B9
+_MUL2 = 0x94D049BB133111EB
+
+
+def mix64(x: int) -> int:
+    """SplitMix64's finaliser: a bijection on 64-bit integers with full avalanche."""
+    x &= MASK64
+    x = ((x ^ (x >> 30)) * _MUL1) & MASK64
+    x = ((x ^ (x >> 27)) * _MUL2) & MASK64
+    return x ^ (x >> 31)
+
+
+def request_seed(seed: Optional[int]) -> int:
+    """The request's base seed as an unsigned 64-bit integer (DEFAULT_SEED when absent)."""
+    if seed is None:
+        seed = DEFAULT_SEED
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be in [{SEED_MIN}, {SEED_MAX}], got {seed}")
+    return seed & MASK64
+
+
+def choice_seed(seed: Optional[int], index: int) -> int:
+    """The sampling seed of choice ``index`` (0-based) of a request with ``n`` choices.
+
+    Choice 0 of an n > 1 request equals the only choice of the same request with n = 1.
+    For one base seed, distinct indices always give distinct seeds (an injective index map
+    followed by a bijection), and the result never depends on ``n``.
+    """
+    if index < 0:
+        raise ValueError(f"choice index must be >= 0, got {index}")
+    return mix64(request_seed(seed) + index * _GOLDEN)
+
+
+def _mix64_array(x: np.ndarray) -> np.ndarray:
+    # Same function as mix64, on uint64 arrays (numpy wraps uint64 arithmetic modulo 2**64).
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(_MUL1)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(_MUL2)
+    return x ^ (x >> np.uint64(31))
+
+
+def position_keys(seeds: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+    """64-bit random keys, one per (sampling seed, token position) pair, as uint64.
+
+    key = mix64(mix64(seed) + position * GOLDEN): for one seed, distinct positions give
+    distinct keys.
+    """
+    s = np.asarray([x & MASK64 for x in seeds], dtype=np.uint64)
+    p = np.asarray(positions, dtype=np.int64)
+    if s.shape != p.shape:
+        raise ValueError(f"{len(s)} seeds but {len(p)} positions")
+    if (p < 0).any():
+        raise ValueError("positions must be >= 0")
+    return _mix64_array(_mix64_array(s) + p.astype(np.uint64) * np.uint64(_GOLDEN))
+
+
+def position_uniforms(seeds: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+    """Uniform draws in [0, 1) (float64, 53 random bits) keyed by (seed, position)."""
+    keys = position_keys(seeds, positions)
+    return (keys >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

@@ -1,0 +1,326 @@
+"""The verify / commit / rollback state machine of one deterministic request (one choice).
+
+Notation: P is the prompt length, ``out`` the output tokens (committed ones first, then the
+fast path's unverified proposals), C the number of committed tokens. Output token ``out[i]``
+sits at sequence position ``P + i``; that position is also its sampling key, so fast path and
+verifier draw the same random number for it.
+
+Invariants, true between scheduler steps:
+- ``out[:C]`` is final: it came from the isolated prefill (``out[0]``) or from a verification
+  pass, and only it is ever streamed, counted or checked for finishing.
+- 0 <= len(out) - C <= W: the fast path stops proposing once W tokens are unverified.
+- KV is held for positions ``[0, kv_len)`` with ``kv_len = P + len(out) - 1``: the newest
+  token has no KV yet (it is the next step's input), as in a normal decode.
+
+Verification of u unverified tokens replays u inputs ``out[C-1 : C-1+u]`` (the last committed
+token, then every unverified token but the newest) at positions ``P+C-1 ...``. The replay
+rewrites their KV and samples, in row j, the token for position ``P+C+j`` with key
+``(seed, P+C+j)``. With m the first row whose token differs from ``out[C+m]``, the pass commits
+``out[C:C+m]`` plus the verifier's token in row m ("commit m tokens plus the verifier's
+token"), drops the rest and frees the KV written from dropped inputs. If all u rows agree,
+all u tokens are committed.
+
+Finish checks run on committed tokens only, token by token, in SGLang's order: length, then
+the caller's hook (stop strings), then stop token ids. A token that finishes the request is
+committed and everything after it is dropped. A fast-path finish (say an EOS proposal) only
+triggers an early verification; if the verifier disagrees, the request decodes on.
+
+Retraction throws everything away, since KV built from a re-prefill of prompt + output would
+differ numerically from the original. The request restarts from the prompt and regenerates
+the same tokens; those the client already has are not streamed again, and a regenerated
+token that differs from one already committed raises ``DeterminismViolation``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import enum
+from typing import Any, Callable, Optional, Sequence
+
+
+class Phase(enum.Enum):
+    PREFILL = "prefill"  # waiting for the isolated prefill (initially and after retraction)
+    DECODING = "decoding"  # fast path and verification alternate
+    FINISHED = "finished"
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishReason:
+    """A finish found by the built-in checks (the hook may return objects of its own)."""
+
+    kind: str  # "length" or "stop_token"
+    matched: Optional[int] = None  # the stop token id, or the length limit
+
+
+# Called after each newly committed token with the committed output so far; returns None to
+# go on, or any object (for instance SGLang's FINISH_MATCHED_STR) to finish the request.
+FinishHook = Callable[[Sequence[int]], Optional[Any]]
+
+
+class DeterminismViolation(RuntimeError):
+    """A restarted request committed a token different from one it had committed before."""
+
+
+class InvalidTransition(RuntimeError):
+    """An operation that the request's current state does not allow."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyWindow:
+    """What the verifier replays for one request (all tuples have ``num_tokens`` entries)."""
+
+    input_ids: tuple[int, ...]  # out[C-1 : C-1+u]
+    input_positions: tuple[int, ...]  # P+C-1 ...: where their KV is (re)written
+    sample_positions: tuple[int, ...]  # P+C ...: the sampling key of each row's token
+    proposed_ids: tuple[int, ...]  # out[C : C+u], compared with the verifier's tokens
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitResult:
+    """The outcome of the prefill's token or of one verification, for the scheduler to apply."""
+
+    num_accepted: int  # fast-path proposals confirmed by the verifier
+    committed_ids: tuple[int, ...]  # newly committed tokens, in order
+    num_dropped: int  # proposals removed from the output (a corrected one counts)
+    free_kv_positions: range  # positions whose KV slots must be freed
+    output_len: int  # len(out) afterwards; equals the committed count
+    kv_len: int  # P + output_len - 1: the request's KV length afterwards
+    stream: range  # output indices newly streamable (never ones the client already has)
+    finish: Optional[Any]  # a FinishReason, the hook's object, or None (decoding goes on)
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.num_dropped > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartPlan:
+    """What the scheduler does when it retracts the request."""
+
+    free_kv_positions: range  # every KV slot the request holds
+    num_already_streamed: int  # output tokens the client has; not to be sent again
+
+
+class DeterministicRequest:
+    """Commit/rollback bookkeeping of one deterministic choice. Pure Python, no tensors.
+
+    Typical use by the scheduler::
+
+        state.on_prefill_token(t)                      # isolated prefill, committed at once
+        while not state.finished:
+            state.on_fast_token(t)                     # after each fast decode step
+            if state.needs_verification(req_finished_by_fast_path):
+                window = state.verify_window()         # packed by groups.plan_verify_passes
+                result = state.apply_verification(verifier_ids, verifier_logprobs)
+    """
+
+    def __init__(
+        self,
+        prompt_len: int,
+        window: int,
+        *,
+        max_new_tokens: Optional[int] = None,
+        stop_token_ids: Sequence[int] = (),
+        finish_hook: Optional[FinishHook] = None,
+    ):
+        if prompt_len < 1:
+            raise ValueError(f"prompt_len must be >= 1, got {prompt_len}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 or None, got {max_new_tokens}")
+        self.prompt_len = prompt_len
+        self.window = window
+        self.max_new_tokens = max_new_tokens
+        self.stop_token_ids = frozenset(stop_token_ids)
+        self.finish_hook = finish_hook
+        self.phase = Phase.PREFILL
+        self.finish: Optional[Any] = None
+        self.out: list[int] = []
+        self.committed_logprobs: list[Any] = []  # one entry per committed token
+        self.num_committed = 0
+        self.num_streamed = 0  # tokens the client has; survives retraction
+        self.num_restarts = 0
+        self._fast_path_finished = False
+        # Tokens committed before a retraction: the restarted request must reproduce them.
+        self._reference: list[int] = []
+
+    # ---- views -------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.FINISHED
+
+    @property
+    def committed_ids(self) -> list[int]:
+        return self.out[: self.num_committed]
+
+    @property
+    def num_unverified(self) -> int:
+        return len(self.out) - self.num_committed
+
+    @property
+    def kv_len(self) -> int:
+        return self.prompt_len + len(self.out) - 1 if self.out else 0
+
+    def sample_position(self, output_index: int) -> int:
+        """Sequence position (and sampling key) of output token ``output_index``."""
+        return self.prompt_len + output_index
+
+    def can_decode(self) -> bool:
+        """Whether the fast path may propose one more token now."""
+        return (
+            self.phase is Phase.DECODING
+            and not self._fast_path_finished
+            and self.num_unverified < self.window
+            and (self.max_new_tokens is None or len(self.out) < self.max_new_tokens)
+        )
+
+    def needs_verification(self, finished_by_fast_path: bool = False) -> bool:
+        """True when the request must be verified before it decodes again.
+
+        ``finished_by_fast_path``: the scheduler's own finish check fired on an unverified
+        token; it is remembered until the next verification.
+        """
+        if self.phase is not Phase.DECODING or self.num_unverified == 0:
+            return False
+        self._fast_path_finished |= finished_by_fast_path
+        return not self.can_decode()
+
+    # ---- transitions -------------------------------------------------------------------------
+
+    def on_prefill_token(self, token_id: int, logprob: Any = None) -> CommitResult:
+        """The first output token, from the isolated prefill: committed at once."""
+        if self.phase is not Phase.PREFILL:
+            raise InvalidTransition(f"prefill token in phase {self.phase.value}")
+        self.phase = Phase.DECODING
+        self.out.append(token_id)
+        return self._commit(1, [logprob], num_accepted=0, num_dropped=0, old_len=1)
+
+    def on_fast_token(self, token_id: int) -> None:
+        """A proposal from the fast path (unverified)."""
+        if not self.can_decode():
+            raise InvalidTransition(
+                f"fast-path token not allowed: phase={self.phase.value}, "
+                f"unverified={self.num_unverified}/{self.window}, output_len={len(self.out)}"
+            )
+        self.out.append(token_id)
+
+    def verify_window(self) -> VerifyWindow:
+        if self.phase is not Phase.DECODING or self.num_unverified == 0:
+            raise InvalidTransition(f"nothing to verify (phase={self.phase.value})")
+        c, u, p = self.num_committed, self.num_unverified, self.prompt_len
+        return VerifyWindow(
+            input_ids=tuple(self.out[c - 1 : c - 1 + u]),
+            input_positions=tuple(range(p + c - 1, p + c - 1 + u)),
+            sample_positions=tuple(range(p + c, p + c + u)),
+            proposed_ids=tuple(self.out[c:]),
+        )
+
+    def apply_verification(
+        self, verifier_ids: Sequence[int], verifier_logprobs: Optional[Sequence[Any]] = None
+    ) -> CommitResult:
+        """Commit what the verifier confirms (rows beyond the window's length are ignored).
+
+        ``verifier_logprobs``: per-row payloads (logprob, top logprobs, ...) stored with the
+        committed tokens; None when logprobs were not requested.
+        """
+        window = self.verify_window()
+        u = window.num_tokens
+        if len(verifier_ids) < u or (verifier_logprobs is not None and len(verifier_logprobs) < u):
+            raise ValueError(f"verifier returned fewer than {u} rows")
+        verified = [int(t) for t in verifier_ids[:u]]
+        m = next((j for j in range(u) if verified[j] != window.proposed_ids[j]), u)
+        c, old_len = self.num_committed, len(self.out)
+        num_new = min(m + 1, u)
+        self.out[c : c + num_new] = verified[:num_new]
+        del self.out[c + num_new :]
+        logprobs = list(verifier_logprobs[:num_new]) if verifier_logprobs is not None else [None] * num_new
+        self._fast_path_finished = False
+        return self._commit(num_new, logprobs, num_accepted=m, num_dropped=old_len - c - m, old_len=old_len)
+
+    def retract(self) -> RestartPlan:
+        """Forget everything but what the client already has; prefill again from the prompt."""
+        if self.phase is Phase.FINISHED:
+            raise InvalidTransition("cannot retract a finished request")
+        plan = RestartPlan(free_kv_positions=range(0, self.kv_len), num_already_streamed=self.num_streamed)
+        if self.num_committed > len(self._reference):
+            self._reference = self.out[: self.num_committed]
+        self.out.clear()
+        self.committed_logprobs.clear()
+        self.num_committed = 0
+        self._fast_path_finished = False
+        self.phase = Phase.PREFILL
+        self.num_restarts += 1
+        return plan
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _commit(
+        self, num_new: int, logprobs: list[Any], *, num_accepted: int, num_dropped: int, old_len: int
+    ) -> CommitResult:
+        """Commit ``out[C : C+num_new]`` one token at a time, stopping at the first finish."""
+        start = self.num_committed
+        for i in range(start, start + num_new):
+            if i < len(self._reference) and self.out[i] != self._reference[i]:
+                raise DeterminismViolation(
+                    f"output token {i} is {self.out[i]} after a restart but was {self._reference[i]}"
+                )
+            self.num_committed = i + 1
+            self.committed_logprobs.append(logprobs[i - start])
+            self.finish = self._finish_check()
+            if self.finish is not None:
+                self.phase = Phase.FINISHED
+                num_dropped += len(self.out) - self.num_committed
+                del self.out[self.num_committed :]
+                break
+        assert len(self.out) == self.num_committed, "a commit leaves no unverified token"
+        new_len = self.num_committed
+        stream = range(max(start, self.num_streamed), max(new_len, self.num_streamed))
+        self.num_streamed = max(self.num_streamed, new_len)
+        return CommitResult(
+            num_accepted=min(num_accepted, new_len - start),
+            committed_ids=tuple(self.out[start:new_len]),
+            num_dropped=num_dropped,
+            free_kv_positions=range(self.prompt_len + new_len - 1, self.prompt_len + old_len - 1),
+            output_len=new_len,
+            kv_len=self.kv_len,
+            stream=stream,
+            finish=self.finish,
+        )
+
+    def _finish_check(self) -> Optional[Any]:
+        n = self.num_committed
+        if self.max_new_tokens is not None and n >= self.max_new_tokens:
+            return FinishReason("length", self.max_new_tokens)
+        if self.finish_hook is not None:
+            reason = self.finish_hook(_Prefix(self.out, n))
+            if reason is not None:
+                return reason
+        if self.out[n - 1] in self.stop_token_ids:
+            return FinishReason("stop_token", self.out[n - 1])
+        return None
+
+
+class _Prefix(collections.abc.Sequence):
+    """Read-only view of ``items[:length]`` without copying (the hook runs once per token)."""
+
+    def __init__(self, items: list, length: int):
+        self._items, self._length = items, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self._items[: self._length][index]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return self._items[index]

@@ -1,0 +1,103 @@
+"""``python -m sglang_tokenweave.launch_server``: SGLang's server plus the overlay.
+
+Every SGLang flag passes through unchanged to SGLang's own argument handling; our flags are
+taken out first (``config.split_overlay_argv``) and reach every SGLang process through the
+environment (see ``config``), where the plugin applies the overlay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Sequence
+
+from sglang_tokenweave.config import OverlayConfig, add_overlay_args, config_to_env, split_overlay_argv
+from sglang_tokenweave.report import RUN_DIR_ENV
+
+logger = logging.getLogger("sglang_tokenweave")
+PROG = "python -m sglang_tokenweave.launch_server"
+
+
+@dataclass
+class LaunchArgs:
+    server_args: object  # sglang.srt.server_args.ServerArgs
+    overlay: OverlayConfig
+    used_tiny_model: bool
+
+
+def _print_help() -> None:
+    from sglang.srt.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    ServerArgs.add_cli_args(parser)
+    add_overlay_args(parser)
+    parser.print_help()
+
+
+def _names_a_model(argv: Sequence[str]) -> bool:
+    flags = ("--model-path", "--model", "--config")  # a --config file may name the model
+    return any(a.split("=", 1)[0] in flags for a in argv)
+
+
+def sglang_argv_with_defaults(sglang_argv: Sequence[str]) -> tuple[list[str], bool]:
+    """SGLang's own flags plus what this machine needs: the tiny model, CPU settings."""
+    from sglang_tokenweave.cpu_support import cpu_default_args
+
+    argv = list(sglang_argv)
+    used_tiny_model = not _names_a_model(argv)
+    if used_tiny_model:
+        from sglang_tokenweave.tiny_model import tiny_model_path
+
+        argv = ["--model-path", str(tiny_model_path()), *argv]
+    return [*argv, *cpu_default_args(argv)], used_tiny_model
+
+
+def parse_launch_args(argv: Sequence[str]) -> LaunchArgs:
+    """Parse a launcher command line. Exits with status 2 and a message on a bad flag."""
+    from sglang.srt.server_args import prepare_server_args
+
+    overlay, sglang_argv = split_overlay_argv(argv)
+    sglang_argv, used_tiny_model = sglang_argv_with_defaults(sglang_argv)
+    return LaunchArgs(prepare_server_args(sglang_argv), overlay, used_tiny_model)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        _print_help()
+        return
+    from sglang_tokenweave.versions import check_sglang_version
+
+    check_sglang_version()
+    overlay, sglang_argv = split_overlay_argv(argv)
+    os.environ.update(config_to_env(overlay))
+    run_dir = tempfile.mkdtemp(prefix="sglang-tokenweave-")  # per-process reports (see report.py)
+    os.environ[RUN_DIR_ENV] = run_dir
+
+    from sglang.launch_server import run_server
+    from sglang.srt.plugins import load_plugins
+    from sglang.srt.server_args import prepare_server_args
+    from sglang.srt.utils import kill_process_tree
+
+    # As sglang.launch_server does: plugins first, so hooks on ServerArgs see the parsing.
+    # SGLang loads the plugins again in every process it spawns.
+    load_plugins()
+    sglang_argv, used_tiny_model = sglang_argv_with_defaults(sglang_argv)
+    server_args = prepare_server_args(sglang_argv)
+    if used_tiny_model:
+        logger.warning("No --model-path given: serving the built-in tiny model at %s", server_args.model_path)
+    logger.info("sglang-tokenweave overlay: features %s, flags %s", overlay.active_features(), overlay.to_argv())
+    try:
+        run_server(server_args)
+    finally:
+        kill_process_tree(os.getpid(), include_parent=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Token-split planning and tuning data for TokenWeave's compute/communication overlap.
+
+Everything here is plain Python: it imports neither SGLang nor torch, so the decisions it
+makes are easy to test and are the same on every tensor-parallel rank.
+
+- ``split_plan``: where one forward's tokens are cut into two splits, and what each split
+  looks like to attention (request pieces, prefix lengths) and to the fused kernel (rows
+  each rank owns).
+- ``tuning``: the tuning file (split offset and SM budget per GPU, model shape, TP and token
+  bucket), its validation, lookup and writing, and the built-in defaults.
+"""
+
+from sglang_tokenweave.overlap.split_plan import (
+    DEFAULT_ALIGN,
+    Piece,
+    Split,
+    SplitPlan,
+    plan_forward,
+)
+from sglang_tokenweave.overlap.tuning import (
+    DEFAULT_SM_BUDGET,
+    DEFAULT_SPLIT_OFFSET,
+    DEFAULT_SPLIT_THRESHOLD,
+    Bucket,
+    Setting,
+    TuningConfigError,
+    TuningEntry,
+    TuningKey,
+    TuningTable,
+    layer_shapes_for,
+    load_tuning,
+)
+
+__all__ = [
+    "DEFAULT_ALIGN",
+    "DEFAULT_SM_BUDGET",
+    "DEFAULT_SPLIT_OFFSET",
+    "DEFAULT_SPLIT_THRESHOLD",
+    "Bucket",
+    "Piece",
+    "Setting",
+    "Split",
+    "SplitPlan",
+    "TuningConfigError",
+    "TuningEntry",
+    "TuningKey",
+    "TuningTable",
+    "layer_shapes_for",
+    "load_tuning",
+    "plan_forward",
+]

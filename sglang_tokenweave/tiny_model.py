@@ -1,0 +1,178 @@
+"""A built-in tiny Llama checkpoint: config, random weights (safetensors) and a tokenizer trained
+locally with the ``tokenizers`` library. No network, no model hub.
+
+It lets the server start on any machine (the launcher's default model) and gives the tests a
+real text-in, text-out model. Outputs are meaningless; they are deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Small enough to serve on two CPU cores, shaped like a real Llama: grouped-query attention,
+# head_dim 16, and a hidden size that the fused kernel's 16-byte accesses divide.
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 16,
+    "vocab_size": 512,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "attention_bias": False,
+    "mlp_bias": False,
+}
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2, as the config says
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+# The tokenizer's training text: enough English for a few hundred merges.
+_CORPUS = """
+The quick brown fox jumps over the lazy dog. A tensor parallel server splits every layer across
+several GPUs; each rank computes a partial sum and an all-reduce adds them together. Token
+splitting cuts a batch in two so that the communication of one half overlaps the computation of
+the other half. Deterministic requests return the same tokens every time they are sent, whatever
+else the server is doing. The capital of France is Paris. Once upon a time there was a small
+model that answered every question with random words. Hello, my name is. What is the weather
+like today? Write a short poem about the sea. One, two, three, four, five, six, seven, eight,
+nine, ten. The user asked a question and the assistant wrote an answer.
+"""
+SEED = 1234
+
+
+def spec_digest() -> str:
+    """Changes whenever anything that shapes the checkpoint changes, so caches never go stale."""
+    blob = json.dumps([TINY_LLAMA, SPECIAL_TOKENS, CHAT_TEMPLATE, _CORPUS, SEED, _FORMAT_VERSION])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+_FORMAT_VERSION = 2
+
+
+def cache_root() -> Path:
+    base = os.environ.get("SGLANG_TOKENWEAVE_CACHE")
+    return Path(base) if base else Path.home() / ".cache" / "sglang_tokenweave"
+
+
+def tiny_model_path() -> Path:
+    """Path of the tiny checkpoint, written on first use (atomically: safe under concurrency)."""
+    target = cache_root() / f"tiny-llama-{spec_digest()}"
+    if (target / "model.safetensors").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-llama-", dir=target.parent))
+    try:
+        write_tiny_model(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def write_tiny_model(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA, indent=2))
+    (folder / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "do_sample": False})
+    )
+    _write_tokenizer(folder)
+    _write_weights(folder)
+
+
+def _write_tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_LLAMA["vocab_size"],
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    assert tokenizer.get_vocab_size() <= TINY_LLAMA["vocab_size"]
+    # Llama-style: every encoded text starts with <s> (the chat template writes its own).
+    bos = ("<s>", tokenizer.token_to_id("<s>"))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                             special_tokens=[bos])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "model_max_length": TINY_LLAMA["max_position_embeddings"],
+                "chat_template": CHAT_TEMPLATE,
+            },
+            indent=2,
+        )
+    )
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    )
+
+
+def _write_weights(folder: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    c = TINY_LLAMA
+    hidden, inter, vocab = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    q_size = c["num_attention_heads"] * c["head_dim"]
+    kv_size = c["num_key_value_heads"] * c["head_dim"]
+    gen = torch.Generator().manual_seed(SEED)
+
+    def rand(*shape):  # scaled so activations stay O(1) through the layers
+        return (torch.randn(*shape, generator=gen) / shape[-1] ** 0.5).contiguous()
+
+    def norm_weight():  # not all ones: a fused norm that drops the weight must fail the tests
+        return (1.0 + 0.1 * torch.randn(hidden, generator=gen)).contiguous()
+
+    tensors = {"model.embed_tokens.weight": torch.randn(vocab, hidden, generator=gen)}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        tensors.update(
+            {
+                p + "input_layernorm.weight": norm_weight(),
+                p + "self_attn.q_proj.weight": rand(q_size, hidden),
+                p + "self_attn.k_proj.weight": rand(kv_size, hidden),
+                p + "self_attn.v_proj.weight": rand(kv_size, hidden),
+                p + "self_attn.o_proj.weight": rand(hidden, q_size),
+                p + "post_attention_layernorm.weight": norm_weight(),
+                p + "mlp.gate_proj.weight": rand(inter, hidden),
+                p + "mlp.up_proj.weight": rand(inter, hidden),
+                p + "mlp.down_proj.weight": rand(hidden, inter),
+            }
+        )
+    tensors["model.norm.weight"] = norm_weight()
+    tensors["lm_head.weight"] = rand(vocab, hidden) * 4.0  # peakier logits than uniform noise
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+if __name__ == "__main__":
+    print(tiny_model_path())

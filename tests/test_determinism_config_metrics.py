@@ -1,0 +1,43 @@
+"""Configuration bounds, agreement with the launcher's flags, and the counters."""
+
+import pytest
+
+from sglang_tokenweave.config import OverlayConfig, split_overlay_argv
+from sglang_tokenweave.determinism.config import DeterminismConfig
+from sglang_tokenweave.determinism.metrics import DeterminismMetrics
+from sglang_tokenweave.determinism.state import DeterministicRequest
+
+
+def test_defaults_agree_with_launcher_flags():
+    assert DeterminismConfig.from_flags(OverlayConfig()) == DeterminismConfig()
+    flags, rest = split_overlay_argv(["--deterministic-window", "16", "--deterministic-verify-rows", "4", "--x"])
+    config = DeterminismConfig.from_flags(flags)
+    assert (config.window, config.verify_rows, config.tokens_per_pass) == (16, 4, 64) and rest == ["--x"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(window=0), dict(window=513), dict(verify_rows=0), dict(perturb_logits=-1.0)])
+def test_out_of_range_values_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        DeterminismConfig(**kwargs)
+
+
+def test_metrics_count_commits_and_rollbacks():
+    metrics = DeterminismMetrics()
+    state = DeterministicRequest(3, 4)
+    metrics.on_request()
+    metrics.on_commit(state.on_prefill_token(1))
+    for t in (2, 3, 4, 5):
+        state.on_fast_token(t)
+    metrics.on_pass(real_rows=1)
+    metrics.on_commit(state.apply_verification([2, 9, 9, 9]), tokens_verified=4)
+    metrics.on_restart()
+    assert metrics.snapshot() == {
+        "requests": 1,
+        "verification_passes": 1,
+        "verification_rows": 1,
+        "tokens_verified": 4,
+        "tokens_committed": 3,
+        "tokens_rolled_back": 3,
+        "rollback_events": 1,
+        "restarts": 1,
+    }

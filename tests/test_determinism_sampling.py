@@ -1,0 +1,169 @@
+"""Seeded sampling and log-probabilities: correct, and a function of each row alone."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
+from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
+
+V = 512
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    # Tiny CPU tensors: thread start-up would cost far more than the work on a 2-core runner.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_params(draw_seed: int, position: int, generator: torch.Generator) -> RowParams:
+    pick = torch.randint(0, 1 << 30, (5,), generator=generator).tolist()
+    return RowParams(
+        seed=draw_seed,
+        position=position,
+        temperature=[0.0, 0.3, 0.8, 1.0, 1.7][pick[0] % 5],
+        top_p=[1.0, 0.95, 0.5, 0.1][pick[1] % 4],
+        top_k=[-1, 1, 5, 40, V, 1 << 30][pick[2] % 6],
+        min_p=[0.0, 0.0, 0.05, 0.3][pick[3] % 4],
+    )
+
+
+def run(logits, rows, device="cpu"):
+    plan = plan_sampling(rows, logits.shape[1], device)
+    tokens = sample(logits, plan)
+    return tokens, token_logprobs(logits, plan, tokens), plan
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), batch=st.integers(1, 40), temperature=st.sampled_from([0.0, 0.8, 1.3]))
+def test_row_result_independent_of_batch_composition_and_order(seed, batch, temperature):
+    g = torch.Generator().manual_seed(seed)
+    target_logits = torch.randn(1, V, generator=g) * 4
+    target = RowParams(seed=seed, position=seed % 1000, temperature=temperature, top_p=0.9, top_k=60)
+    alone_token, alone_lp, _ = run(target_logits, [target])
+
+    others = torch.randn(batch, V, generator=g) * 4
+    other_rows = [random_params(seed + i, i, g) for i in range(batch)]
+    where = int(torch.randint(0, batch + 1, (1,), generator=g))
+    logits = torch.cat([others[:where], target_logits, others[where:]])
+    rows = other_rows[:where] + [target] + other_rows[where:]
+    tokens, lps, _ = run(logits, rows)
+    assert tokens[where] == alone_token[0]
+    assert lps[where].item() == alone_lp[0].item()  # bit-identical, not just close
+
+    order = torch.randperm(batch + 1, generator=g)
+    shuffled_tokens, shuffled_lps, _ = run(logits[order], [rows[i] for i in order])
+    assert torch.equal(shuffled_tokens, tokens[order])
+    assert torch.equal(shuffled_lps, lps[order])
+
+
+def test_greedy_is_argmax_with_lowest_index_on_ties():
+    logits = torch.randn(6, V)
+    logits[0, 10] = logits[0, 20] = 100.0
+    rows = [RowParams(seed=1, position=i, temperature=0.0) for i in range(3)]
+    rows += [RowParams(seed=1, position=i, temperature=0.9, top_k=1) for i in range(3)]
+    tokens, _, _ = run(logits, rows)
+    assert torch.equal(tokens, torch.argmax(logits, dim=-1))
+    assert tokens[0] == 10
+
+
+def test_same_key_same_token_and_keys_matter():
+    logits = torch.randn(1, V).expand(200, V).contiguous()
+    rows = [RowParams(seed=7, position=p, temperature=0.8) for p in range(200)]
+    first, _, _ = run(logits, rows)
+    again, _, _ = run(logits, rows)
+    other_seed, _, _ = run(logits, [RowParams(seed=8, position=p, temperature=0.8) for p in range(200)])
+    assert torch.equal(first, again)
+    assert len(set(first.tolist())) > 20  # positions draw different numbers
+    assert (first != other_seed).float().mean() > 0.5  # so do seeds
+
+
+def test_frequencies_match_the_distribution():
+    n, vocab, temperature = 40000, 6, 0.8
+    logits = torch.tensor([[1.0, 0.5, -0.2, 2.0, 0.0, -3.0]])
+    rows = [RowParams(seed=11, position=p, temperature=temperature) for p in range(n)]
+    tokens, _, _ = run(logits.expand(n, vocab).contiguous(), rows)
+    freq = torch.bincount(tokens, minlength=vocab).double() / n
+    probs = torch.softmax(logits[0].double() / temperature, dim=-1)
+    # 5 standard deviations of a binomial frequency
+    assert torch.all((freq - probs).abs() <= 5 * torch.sqrt(probs * (1 - probs) / n) + 1e-4)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [dict(top_k=3), dict(top_p=0.6), dict(min_p=0.2), dict(top_k=5, top_p=0.5, min_p=0.1)],
+)
+def test_filters_restrict_the_support(params):
+    n = 3000
+    logits = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0]])
+    vocab = logits.shape[1]
+    rows = [RowParams(seed=5, position=p, temperature=1.0, **params) for p in range(n)]
+    tokens, _, _ = run(logits.expand(n, vocab).contiguous(), rows)
+    probs = torch.softmax(logits[0].double(), dim=-1)
+    allowed = torch.ones(vocab, dtype=torch.bool)
+    if "top_k" in params:
+        allowed[params["top_k"]:] = False  # logits are sorted descending
+    if "top_p" in params:
+        kept = probs * allowed
+        kept = kept / kept.sum()
+        before = torch.cumsum(kept, 0) - kept
+        allowed &= before < params["top_p"]
+    if "min_p" in params:
+        allowed &= probs >= params["min_p"] * probs.max()
+    seen = torch.bincount(tokens, minlength=vocab) > 0
+    assert not torch.any(seen & ~allowed)
+    assert torch.equal(seen, allowed)  # and every allowed token is reachable
+
+
+@pytest.mark.parametrize("vocab", [6, 1000, 1031, 2048])
+def test_blocked_search_is_independent_of_vocabulary_padding(vocab):
+    # Padding tokens (-inf) have zero weight, so the token cannot change, yet the search's
+    # block size (largest power of two dividing the vocabulary, up to 1024) does.
+    g = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(50, vocab, generator=g) * 3
+    rows = [random_params(vocab + i, i, g) for i in range(50)]
+    padded = torch.cat([logits, torch.full((50, 4096 - vocab), -math.inf)], dim=1)
+    assert torch.equal(run(logits, rows)[0], run(padded, rows)[0])
+
+
+def test_logprobs_match_log_softmax_and_top_logprobs_are_ordered():
+    logits = torch.randn(8, V) * 3
+    rows = [RowParams(seed=1, position=i, temperature=[0.0, 0.7][i % 2]) for i in range(8)]
+    tokens, lps, plan = run(logits, rows)
+    temps = torch.tensor([1.0, 0.7] * 4, dtype=torch.float64)
+    ref = torch.log_softmax(logits.double() / temps[:, None], dim=-1)
+    assert torch.allclose(lps.double(), ref.gather(1, tokens[:, None])[:, 0], atol=1e-5, rtol=0)
+    values, ids = top_logprobs(logits, plan, 5)
+    ref_values, _ = torch.topk(ref, 5, dim=-1)
+    assert torch.allclose(values.double(), ref_values, atol=1e-5, rtol=0)
+    assert torch.equal(token_logprobs(logits, plan, ids), values)
+    assert torch.all(values[:, :-1] >= values[:, 1:])
+
+
+def test_low_precision_logits_and_shape_checks():
+    logits = (torch.randn(3, V) * 2).to(torch.bfloat16)
+    rows = [RowParams(seed=2, position=i, temperature=0.9, top_p=0.8) for i in range(3)]
+    tokens, lps, plan = run(logits, rows)
+    assert tokens.dtype == torch.int64 and lps.dtype == torch.float32 and torch.isfinite(lps).all()
+    with pytest.raises(ValueError):
+        sample(logits[:2], plan)
+    with pytest.raises(ValueError):
+        plan_sampling([RowParams(seed=1, position=0, top_p=0.0)], V)
+    with pytest.raises(ValueError):
+        plan_sampling([RowParams(seed=1, position=0, temperature=math.nan)], V)
+
+
+def test_perturbation_changes_fast_path_logits_only_when_enabled():
+    logits = torch.randn(4, V)
+    assert perturb_fast_path_logits(logits, 0.0) is logits
+    noisy = perturb_fast_path_logits(logits, 1.0, torch.Generator().manual_seed(0))
+    assert noisy.shape == logits.shape and not torch.equal(noisy, logits)
+    with pytest.raises(ValueError):
+        perturb_fast_path_logits(logits, -1.0)

@@ -1,0 +1,63 @@
+"""Batch invariance of the seeded sampler and log-probabilities on a CUDA device."""
+
+import pytest
+import torch
+
+from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
+
+pytestmark = pytest.mark.gpu
+
+VOCAB = 151936  # a large real vocabulary: the kernels' reduction strategies depend on size
+ROWS = 256
+
+
+def mixed_params(i: int) -> RowParams:
+    return RowParams(
+        seed=1000 + i,
+        position=17 + i,
+        temperature=[0.0, 0.6, 1.0, 1.5][i % 4],
+        top_p=[1.0, 0.9, 0.5][i % 3],
+        top_k=[-1, 50, 1 << 30, 1000, 1][i % 5],
+        min_p=[0.0, 0.02][i % 2],
+    )
+
+
+def evaluate(logits, rows):
+    plan = plan_sampling(rows, VOCAB, "cuda")
+    tokens = sample(logits, plan)
+    top_values, top_ids = top_logprobs(logits, plan, 8)
+    return tokens.cpu(), token_logprobs(logits, plan, tokens).cpu(), top_values.cpu(), top_ids.cpu()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(ROWS, VOCAB, generator=g) * 5).to(torch.bfloat16).cuda()
+
+
+def test_each_row_matches_its_result_alone_in_any_batch(pool):
+    g = torch.Generator().manual_seed(1)
+    rows = [mixed_params(i) for i in range(ROWS)]
+    targets = list(range(0, ROWS, 9))
+    alone = {i: evaluate(pool[i : i + 1], [rows[i]]) for i in targets}
+    for batch in (2, 7, 64, ROWS):
+        index = torch.randperm(ROWS, generator=g)[:batch]
+        got = evaluate(pool[index.cuda()], [rows[i] for i in index.tolist()])
+        for position, row in enumerate(index.tolist()):
+            if row in alone:
+                for batched, single in zip(got, alone[row]):
+                    assert torch.equal(batched[position], single[0]), (batch, row)
+
+
+def test_sampled_frequencies_on_device_match_the_distribution(pool):
+    n = 4000
+    logits = pool[:1].float().expand(n, VOCAB).contiguous()
+    rows = [RowParams(seed=3, position=p, temperature=1.0, top_k=4) for p in range(n)]
+    tokens = sample(logits, plan_sampling(rows, VOCAB, "cuda")).cpu()
+    top = torch.topk(pool[0].float(), 4)
+    probs = torch.softmax(top.values.double(), dim=-1).cpu()
+    freq = torch.stack([(tokens == t).double().mean() for t in top.indices.cpu()])
+    assert torch.all((freq - probs).abs() <= 5 * torch.sqrt(probs * (1 - probs) / n) + 1e-4)
