@@ -67,25 +67,15 @@ class OverlayConfig:
         return features
 
 
-def _int_in_range(name: str, low: int, high: int):
-    def parse(text: str) -> int:
+def _in_range(name: str, kind: type, low, high):
+    """An argparse type: ``kind`` (int or float) within [low, high], errors naming the flag."""
+    noun = {int: "an integer", float: "a number"}[kind]
+
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} must be in [{low}, {high}], got {value}")
-        return value
-
-    return parse
-
-
-def _float_in_range(name: str, low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {noun}, got {text!r}")
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{name} must be in [{low}, {high}], got {value}")
         return value
@@ -112,14 +102,14 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
     )
     tw.add_argument(
         "--tokenweave-split-threshold",
-        type=_int_in_range("--tokenweave-split-threshold", 2, 1 << 20),
+        type=_in_range("--tokenweave-split-threshold", int, 2, 1 << 20),
         default=None,
         metavar="TOKENS",
         help="Split extend batches of at least this many tokens (default: from the tuning data, else 1024).",
     )
     tw.add_argument(
         "--tokenweave-sm-budget",
-        type=_int_in_range("--tokenweave-sm-budget", 1, 256),
+        type=_in_range("--tokenweave-sm-budget", int, 1, 256),
         default=None,
         metavar="SMS",
         help="Thread blocks (SMs) the fused communication kernel may use (default: from the tuning data).",
@@ -147,21 +137,21 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--deterministic-window",
-        type=_int_in_range("--deterministic-window", 1, 512),
+        type=_in_range("--deterministic-window", int, 1, 512),
         default=OverlayConfig.deterministic_window,
         metavar="W",
         help="Unverified tokens after which a deterministic request is verified (default: %(default)s).",
     )
     det.add_argument(
         "--deterministic-verify-rows",
-        type=_int_in_range("--deterministic-verify-rows", 1, 256),
+        type=_in_range("--deterministic-verify-rows", int, 1, 256),
         default=OverlayConfig.deterministic_verify_rows,
         metavar="B",
         help="Rows of the fixed-shape verification pass (default: %(default)s).",
     )
     det.add_argument(
         "--deterministic-test-perturb-logits",
-        type=_float_in_range("--deterministic-test-perturb-logits", 0.0, 100.0),
+        type=_in_range("--deterministic-test-perturb-logits", float, 0.0, 100.0),
         default=0.0,
         help=argparse.SUPPRESS,  # test-only: forces mismatches on the fast path
     )
