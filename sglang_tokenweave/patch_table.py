@@ -61,5 +61,34 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         why="SGLang binds one NUMA node per TP rank; a small machine has one node for all ranks",
     ),
     # --- feature "tokenweave" (fused all-reduce + norm, token splitting) ---
+    PatchTarget(
+        target="sglang.srt.model_executor.model_runner.ModelRunner.init_attention_backends",
+        hook="sglang_tokenweave.tokenweave.hooks:after_attention_backends",
+        kind="after",
+        feature="tokenweave",
+        why="decide once per process (fallback reasons) and build the fused ops after the model and "
+        "TP groups exist and before any CUDA graph is captured",
+    ),
+    PatchTarget(
+        target="sglang.srt.models.llama.LlamaModel.forward",
+        hook="sglang_tokenweave.tokenweave.hooks:model_forward",
+        kind="around",
+        feature="tokenweave",
+        why="the decoder loop with fused all-reduce + residual + RMSNorm calls and token splitting",
+    ),
+    PatchTarget(
+        target="sglang.srt.models.qwen2.Qwen2Model.forward",
+        hook="sglang_tokenweave.tokenweave.hooks:model_forward",
+        kind="around",
+        feature="tokenweave",
+        why="the same decoder loop for Qwen2 and Qwen3 (Qwen3Model inherits this forward)",
+    ),
+    PatchTarget(
+        target="sglang.srt.model_executor.runner.prefill_cuda_graph_runner.PrefillCudaGraphRunner.can_run_graph",
+        hook="sglang_tokenweave.tokenweave.hooks:prefill_graph_admits",
+        kind="around",
+        feature="tokenweave",
+        why="batches that split run eagerly: a captured prefill graph replays one schedule without splits",
+    ),
     # --- feature "deterministic_requests" (verify and roll back) ---
 )

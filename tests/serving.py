@@ -18,7 +18,7 @@ START_TIMEOUT_S = float(os.environ.get("SGLANG_TOKENWEAVE_TEST_START_TIMEOUT", "
 # When a request has had no output for this long, SGLang asks Starlette whether the client is
 # still connected, and on a busy 2-core CPU that probe can answer "disconnected" for a live client
 # (seen during start-up warm-up). Forwards of seconds are normal here, so probe later.
-SERVER_ENV = {"SGLANG_REQUEST_STATE_WAIT_TIMEOUT": "30"}
+SERVER_ENV = {"SGLANG_REQUEST_STATE_WAIT_TIMEOUT": "300"}
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from . import reference
 from .multicast import multimem_refusal
 from .plan import MULTIMEM, ONESHOT, RunPlan, make_plan
-from .sharding import owned_rows
+from .sharding import all_owned_rows, owned_rows
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +161,19 @@ class FusedARNorm:
             s.num_blocks, s.vecs_per_thread, s.threads_per_row, s.rows_per_block, 0, self.timeout_ms)
 
     def _run_reference(self, plan: RunPlan, residual, weight, has_residual: bool, write_residual: bool) -> None:
-        partial = self._buf[: plan.num_tokens].clone()
-        out, new_residual = reference.fused_allreduce_add_rmsnorm(
-            partial, residual if has_residual else None, weight, self.eps, self.group)
-        self._buf[: plan.num_tokens].copy_(out)
+        """The kernel's semantics in plain torch.distributed. Token-sharded, a rank's residual
+        is valid on its own rows only, so each row is normalised by its owner and the
+        results are gathered, as the kernel's peer stores do."""
+        n = plan.num_tokens
+        x = reference.reduce_partials(reference.gather_partials(self._buf[:n].clone(), self.group))
+        rows = slice(0, n) if plan.mode == ONESHOT else slice(plan.row_begin, plan.row_end)
+        out, new_residual = reference.add_rmsnorm(x[rows], residual[rows] if has_residual else None,
+                                                  weight, self.eps)
+        if plan.mode != ONESHOT:
+            out = reference.gather_rows(out, all_owned_rows(n, self.world_size), self.group)
+        self._buf[:n].copy_(out)
         if write_residual:
-            rows = slice(plan.row_begin, plan.row_end)
-            residual[rows].copy_(new_residual[rows])
+            residual[rows].copy_(new_residual)
 
     # ---- checks -------------------------------------------------------------------------
 

@@ -65,3 +65,17 @@ def fused_allreduce_add_rmsnorm(
     """
     x = reduce_partials(gather_partials(partial, group))
     return add_rmsnorm(x, residual, weight, eps)
+
+
+def gather_rows(own: torch.Tensor, bounds: Sequence[tuple[int, int]],
+                group: Optional[dist.ProcessGroup]) -> torch.Tensor:
+    """All ranks' row blocks ``own`` (rank r holds rows ``bounds[r]``), concatenated in row order.
+
+    Blocks may differ in length by a row, so they travel padded to the longest.
+    """
+    longest = max(end - start for start, end in bounds)
+    padded = own.new_zeros((longest, *own.shape[1:]))
+    padded[: own.shape[0]] = own
+    blocks = [torch.empty_like(padded) for _ in bounds]
+    dist.all_gather(blocks, padded, group=group)
+    return torch.cat([b[: end - start] for b, (start, end) in zip(blocks, bounds)])

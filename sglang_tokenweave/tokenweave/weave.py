@@ -1,0 +1,104 @@
+"""One forward pass of a Llama / Qwen2 / Qwen3 decoder stack with TokenWeave.
+
+Every all-reduce + residual add + RMSNorm is one fused call (``comm.FusedARNorm``); the
+residual stays sharded across layers (each rank keeps the rows it reduces), and the final
+norm runs inside the last layer's fused call. With two token splits, each split has its own
+fused op (buffer and barrier slots), and the split's communication runs on a high-priority
+stream while the other split computes:
+
+    compute: attn(A) attn(B) mlp(A) mlp(B) | attn(A) ...
+    comm:         ar(A)   ar(B)  ar(A)  ar(B)|
+
+Events order the two streams. Off CUDA the same calls run in the same order on one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Optional
+
+import torch
+
+from sglang_tokenweave.tokenweave.layer_parts import attention_into, mlp_into
+
+
+@dataclasses.dataclass
+class _Part:
+    """The running state of one split."""
+
+    op: object  # comm.FusedARNorm
+    rows: slice
+    num_tokens: int
+    batch: object  # the ForwardBatch attention sees
+    backend: Optional[object]  # the split's attention backend; None: the runner's
+    positions: torch.Tensor
+    residual: torch.Tensor  # rows of the batch-wide residual (valid on owned rows only)
+    hidden: torch.Tensor  # normed input of the next GEMM
+    ready: Optional[torch.cuda.Event] = None  # hidden is written (comm stream)
+
+    def attention_context(self):
+        if self.backend is None:
+            return contextlib.nullcontext()
+        from sglang.srt.model_executor.forward_context import forward_context, get_forward_context
+
+        return forward_context(dataclasses.replace(get_forward_context(), attn_backend=self.backend))
+
+
+class _Lanes:
+    """Compute on the current stream; communication on ``comm_stream`` when given."""
+
+    def __init__(self, comm_stream: Optional[torch.cuda.Stream]):
+        self.comm_stream = comm_stream
+
+    def communicate(self, part: _Part, fused_call) -> None:
+        if self.comm_stream is None:
+            part.hidden = fused_call()
+            return
+        compute = torch.cuda.current_stream()  # never cached: graphs capture on a side stream
+        gemm_done = torch.cuda.Event()
+        gemm_done.record(compute)
+        with torch.cuda.stream(self.comm_stream):
+            self.comm_stream.wait_event(gemm_done)
+            part.hidden = fused_call()
+            part.ready = torch.cuda.Event()
+            part.ready.record(self.comm_stream)
+
+    def wait(self, part: _Part) -> None:
+        if part.ready is not None:
+            torch.cuda.current_stream().wait_event(part.ready)
+            part.ready = None
+
+
+def run_decoder(model, parts: list[_Part], comm_stream, num_blocks: Optional[int],
+                mode: Optional[str] = None) -> None:
+    """All decoder layers of ``model`` on ``parts`` (one split, or A and B in this order).
+
+    Afterwards each part's ``hidden`` holds its rows of the final norm's output. ``mode``
+    forces the fused op's variant (default: the op's own choice by size).
+    """
+    lanes = _Lanes(comm_stream if len(parts) > 1 else None)
+    last = model.end_layer - 1
+    for i in range(model.start_layer, model.end_layer):
+        layer = model.layers[i]
+        after_attention = layer.post_attention_layernorm
+        after_mlp = model.norm if i == last else model.layers[i + 1].input_layernorm
+        for part in parts:
+            lanes.wait(part)
+            with part.attention_context():
+                attention_into(layer, part.positions, part.hidden, part.batch, part.op.buffer(part.num_tokens))
+            lanes.communicate(part, _fused(part, after_attention, num_blocks, mode, final=False))
+        for part in parts:
+            lanes.wait(part)
+            mlp_into(layer, part.hidden, part.op.buffer(part.num_tokens))
+            lanes.communicate(part, _fused(part, after_mlp, num_blocks, mode, final=i == last))
+    for part in parts:
+        lanes.wait(part)
+
+
+def _fused(part: _Part, norm, num_blocks: Optional[int], mode: Optional[str], final: bool):
+    def call():
+        return part.op.run(part.num_tokens, part.residual, norm.weight, final=final, num_blocks=num_blocks,
+                           mode=mode)
+
+    return call
