@@ -187,6 +187,8 @@ def main() -> None:
     parser.add_argument("--fractions", default="0,0.1,0.5,1")
     parser.add_argument("--solo-check", type=int, default=16, help="deterministic requests re-run alone")
     parser.add_argument("--extra-args", default="", help="more server flags, for every server")
+    parser.add_argument("--servers", default="stock,sglang_deterministic,ours",
+                        help="which configurations to run (comma-separated)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
 
@@ -199,6 +201,8 @@ def main() -> None:
                ("sglang_deterministic", "sglang.launch_server", ["--enable-deterministic-inference"], [0.0]),
                ("ours", "sglang_tokenweave.launch_server", ["--enable-deterministic-requests", "--enable-metrics"],
                 fractions)]
+    wanted = set(args.servers.split(","))
+    configs = [c for c in configs if c[0] in wanted]
     rows = []
     for name, module, flags, fracs in configs:
         server = Server(module, common + flags, logs / f"{name}.log")
@@ -214,11 +218,12 @@ def main() -> None:
             server.kill()
 
     base = {r["server"]: r for r in rows if r["det_fraction"] == 0.0}
-    nondet = base["ours"]["throughput_tok_s"]
     for r in rows:
-        r["throughput_relative_to_nondet"] = r["throughput_tok_s"] / nondet
+        if "ours" in base:
+            r["throughput_relative_to_nondet"] = r["throughput_tok_s"] / base["ours"]["throughput_tok_s"]
         for baseline in ("stock", "sglang_deterministic"):
-            r[f"speedup_vs_{baseline}"] = r["throughput_tok_s"] / base[baseline]["throughput_tok_s"]
+            if baseline in base:
+                r[f"speedup_vs_{baseline}"] = r["throughput_tok_s"] / base[baseline]["throughput_tok_s"]
     card, short = card_name()
     result = {"card": card, "gpus": args.tp, "versions": versions(),
               "command": "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]),

@@ -36,6 +36,12 @@ def set_feature_status(feature: str, active: bool, reason: str) -> None:
     _write()
 
 
+def publish(key: str, value) -> None:
+    """Add or replace one entry of this process's report (counters, pool sizes...)."""
+    _report[key] = value
+    _write()
+
+
 def record_scheduler_process(result, scheduler, *args, **kwargs):
     """After-hook on Scheduler.__init__: this process is a scheduler / TP worker."""
     _report.update(

@@ -312,3 +312,20 @@ def test_random_mismatch_position(window, data):
     assert len(r.free_kv_positions) == max(u - m - 1, 0)
     assert state.out == [100] + expected_new and state.num_unverified == 0
     assert r.kv_len == P + len(state.out) - 1 == state.kv_len
+
+
+def test_windows_stay_aligned_to_blocks_after_a_rollback():
+    state = started(window=4, first=100)
+    propose(state, [1, 2, 3, 4])
+    state.apply_verification([1, 9, 3, 4])  # commits 1 and the verifier's 9: C = 3
+    assert state.out == [100, 1, 9] and state.num_replayed == 2
+    propose(state, [5, 6])  # the block's 4 inputs are 100, 1, 9, 5: full after 2 proposals
+    assert state.needs_verification() and not state.can_decode()
+    w = state.verify_window()
+    assert w.replay_ids == (100, 1) and w.input_ids == (9, 5) and w.row_ids == (100, 1, 9, 5)
+    assert w.row_start == P and w.input_positions == (P + 2, P + 3)
+    assert w.proposed_ids == (5, 6) and w.sample_positions == (P + 3, P + 4)
+    state.apply_verification([5, 6])
+    assert state.num_committed == 5 and state.num_replayed == 0  # next block starts at out[4]
+    propose(state, [7])
+    assert state.verify_window().row_start == P + 4

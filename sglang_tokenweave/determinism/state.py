@@ -8,7 +8,8 @@ verifier draw the same random number for it.
 Invariants, true between scheduler steps:
 - ``out[:C]`` is final: it came from the isolated prefill (``out[0]``) or from a verification
   pass, and only it is ever streamed, counted or checked for finishing.
-- 0 <= len(out) - C <= W: the fast path stops proposing once W tokens are unverified.
+- 0 <= len(out) - C <= W: the fast path stops proposing at the end of the current block of W
+  inputs (see "aligned" below), so at most W tokens are unverified.
 - KV is held for positions ``[0, kv_len)`` with ``kv_len = P + len(out) - 1``: the newest
   token has no KV yet (it is the next step's input), as in a normal decode.
 
@@ -19,6 +20,14 @@ rewrites their KV and samples, in row j, the token for position ``P+C+j`` with k
 ``out[C:C+m]`` plus the verifier's token in row m ("commit m tokens plus the verifier's
 token"), drops the rest and frees the KV written from dropped inputs. If all u rows agree,
 all u tokens are committed.
+
+Windows are aligned to fixed blocks of W inputs (output indices [kW, (k+1)W)): a pass replays
+its request's block from the block's start, committed inputs of the block included
+(``replay_ids``), so every position is always computed by a row that starts at the same
+position and has the same length, whatever the history of rollbacks. Kernels reduce in an order
+that can depend on where a row starts (attention over prefix + row), so an unaligned replay
+could compute a position differently after a rollback than without one. The fast path
+therefore stops at the end of the current block: replayed + unverified <= W.
 
 Finish checks run on committed tokens only, token by token, in SGLang's order: length, then
 the caller's hook (stop strings), then stop token ids. A token that finishes the request is
@@ -74,10 +83,27 @@ class VerifyWindow:
     input_positions: tuple[int, ...]  # P+C-1 ...: where their KV is (re)written
     sample_positions: tuple[int, ...]  # P+C ...: the sampling key of each row's token
     proposed_ids: tuple[int, ...]  # out[C : C+u], compared with the verifier's tokens
+    # Committed inputs out[b : C-1] replayed before them, b = the block's start (see above);
+    # they sit at positions P+b ... P+C-2 and their rows re-derive committed tokens.
+    replay_ids: tuple[int, ...] = ()
 
     @property
     def num_tokens(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def num_replayed(self) -> int:
+        return len(self.replay_ids)
+
+    @property
+    def row_start(self) -> int:
+        """Position of the row's first input: P + b, a multiple of W after P."""
+        return self.input_positions[0] - self.num_replayed
+
+    @property
+    def row_ids(self) -> tuple[int, ...]:
+        """Every input of the pass's row: replayed committed inputs, then the window's."""
+        return self.replay_ids + self.input_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,12 +198,17 @@ class DeterministicRequest:
         """Sequence position (and sampling key) of output token ``output_index``."""
         return self.prompt_len + output_index
 
+    @property
+    def num_replayed(self) -> int:
+        """Committed inputs of the current block that its verification replays."""
+        return (self.num_committed - 1) % self.window if self.num_committed else 0
+
     def can_decode(self) -> bool:
         """Whether the fast path may propose one more token now."""
         return (
             self.phase is Phase.DECODING
             and not self._fast_path_finished
-            and self.num_unverified < self.window
+            and self.num_replayed + self.num_unverified < self.window
             and (self.max_new_tokens is None or len(self.out) < self.max_new_tokens)
         )
 
@@ -220,6 +251,7 @@ class DeterministicRequest:
             input_positions=tuple(range(p + c - 1, p + c - 1 + u)),
             sample_positions=tuple(range(p + c, p + c + u)),
             proposed_ids=tuple(self.out[c:]),
+            replay_ids=tuple(self.out[c - 1 - self.num_replayed : c - 1]),
         )
 
     def apply_verification(

@@ -1,0 +1,71 @@
+"""Counters of deterministic serving on SGLang's Prometheus endpoint and on /tokenweave/status.
+
+SGLang serves /metrics from its HTTP process in prometheus_client's multiprocess mode; counters
+created in a scheduler process (after SGLang set PROMETHEUS_MULTIPROC_DIR) appear there. Only
+TP rank 0 exports, since every rank runs the same verifications.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sglang_tokenweave import report
+from sglang_tokenweave.determinism.metrics import DeterminismMetrics
+
+PREFIX = "sglang_tokenweave:deterministic_"
+# counter name -> (DeterminismMetrics field, help text)
+COUNTERS = {
+    "requests": ("requests", "Deterministic requests (choices) admitted."),
+    "verification_passes": ("verification_passes", "Fixed-shape verification passes run."),
+    "tokens_verified": ("tokens_verified", "Fast-path tokens checked by a verification pass."),
+    "tokens_rolled_back": ("tokens_rolled_back", "Fast-path tokens dropped by verification."),
+    "rollback_events": ("rollback_events", "Verifications that dropped at least one token."),
+    "restarts": ("restarts", "Retractions that restarted a deterministic request."),
+}
+
+_exporting = False
+_counters: dict = {}
+_exported: dict[str, int] = {}
+
+
+def init(scheduler) -> None:
+    global _exporting
+    _exporting = scheduler.ps.tp_rank == 0
+    if not _exporting or not scheduler.server_args.enable_metrics:
+        return
+    from prometheus_client import Counter
+
+    for name, (_, help_text) in COUNTERS.items():
+        _counters[name] = Counter(PREFIX + name, help_text)
+
+
+def publish(metrics: DeterminismMetrics, snapshot: Optional[dict] = None) -> None:
+    if not _exporting:
+        return
+    snapshot = snapshot or metrics.snapshot()
+    for name, (field, _) in COUNTERS.items():
+        delta = snapshot[field] - _exported.get(name, 0)
+        if delta > 0 and name in _counters:
+            _counters[name].inc(delta)
+        _exported[name] = snapshot[field]
+    # The process report is this package's own; the counters ride along with it.
+    report.publish("deterministic_metrics", snapshot)
+
+
+_last_pool_report = 0.0
+POOL_REPORT_INTERVAL_S = 0.5
+
+
+def report_idle_pool(result, scheduler, *args, **kwargs):
+    """After-hook on ``Scheduler.on_idle``: publish the KV pool's free size (free slots plus
+    what the prefix cache could evict), so a client can check that rollbacks leak nothing."""
+    global _last_pool_report
+    import time
+
+    now = time.monotonic()
+    if not _exporting or now - _last_pool_report < POOL_REPORT_INTERVAL_S:
+        return None
+    _last_pool_report = now
+    free = scheduler.token_to_kv_pool_allocator.available_size() + scheduler.tree_cache.evictable_size()
+    report.publish("kv_pool_idle", {"free_tokens": int(free), "total_tokens": int(scheduler.max_total_num_tokens)})
+    return None

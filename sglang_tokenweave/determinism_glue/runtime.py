@@ -1,0 +1,112 @@
+"""Per-process state of deterministic serving in a scheduler / TP worker process."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Optional
+
+from sglang_tokenweave.config import config_from_env
+from sglang_tokenweave.determinism.config import DeterminismConfig
+from sglang_tokenweave.determinism.metrics import DeterminismMetrics
+from sglang_tokenweave.determinism.sampling import RowParams
+from sglang_tokenweave.determinism.seeds import choice_seed
+from sglang_tokenweave.determinism.state import DeterministicRequest
+
+from .markers import SEED_KEY
+
+_STATE_ATTR = "_tokenweave_det"
+
+
+@dataclasses.dataclass
+class Runtime:
+    config: DeterminismConfig
+    metrics: DeterminismMetrics = dataclasses.field(default_factory=DeterminismMetrics)
+    arrivals: itertools.count = dataclasses.field(default_factory=itertools.count)
+    perturb_steps: itertools.count = dataclasses.field(default_factory=itertools.count)
+
+
+_runtime: Optional[Runtime] = None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(DeterminismConfig.from_flags(config_from_env()))
+    return _runtime
+
+
+@dataclasses.dataclass
+class ReqDet:
+    """What the glue keeps on a deterministic ``Req``."""
+
+    state: DeterministicRequest
+    seed: int
+    key: int  # arrival number: orders verification rows oldest first
+
+
+def stop_token_ids(req) -> set[int]:
+    """The token ids that end ``req``, as SGLang's own token-based finish check sees them."""
+    params = req.sampling_params
+    if params.ignore_eos:
+        return set()
+    ids = set(params.stop_token_ids or ())
+    ids |= set(req.eos_token_ids or ())
+    tokenizer = req.tokenizer
+    if tokenizer is not None:
+        if tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
+        ids |= set(getattr(tokenizer, "additional_stop_token_ids", None) or ())
+    return ids
+
+
+def _stop_string_hook(req):
+    """Finish on a stop string found in the committed text (SGLang's FINISH_MATCHED_STR)."""
+    stops = [s for s in (req.sampling_params.stop_strs or []) if s]
+    tokenizer = req.tokenizer
+    if not stops or tokenizer is None:
+        return None
+    from sglang.srt.managers.schedule_batch import FINISH_MATCHED_STR
+
+    tail_tokens = req.sampling_params.stop_str_max_len + 8
+
+    def hook(committed):
+        tail = tokenizer.decode(list(committed[-tail_tokens:]))
+        for stop in stops:
+            if stop in tail:
+                return FINISH_MATCHED_STR(matched=stop)
+        return None
+
+    return hook
+
+
+def det_of(req) -> Optional[ReqDet]:
+    return getattr(req, _STATE_ATTR, None)
+
+
+def det_for(req) -> ReqDet:
+    """The request's deterministic state, created on first use (the tokenizer is set by then)."""
+    det = det_of(req)
+    if det is None:
+        rt = runtime()
+        custom = req.sampling_params.custom_params
+        seed = custom.get(SEED_KEY)
+        if seed is None:
+            seed = choice_seed(req.sampling_params.sampling_seed, 0)
+        state = DeterministicRequest(
+            len(req.origin_input_ids),
+            rt.config.window,
+            max_new_tokens=req.sampling_params.max_new_tokens,
+            stop_token_ids=stop_token_ids(req),
+            finish_hook=_stop_string_hook(req),
+        )
+        det = ReqDet(state=state, seed=int(seed), key=next(rt.arrivals))
+        setattr(req, _STATE_ATTR, det)
+        rt.metrics.on_request()
+    return det
+
+
+def row_params(req, det: ReqDet, position: int) -> RowParams:
+    p = req.sampling_params
+    return RowParams(seed=det.seed, position=position, temperature=p.temperature, top_p=p.top_p,
+                     top_k=p.top_k, min_p=p.min_p)

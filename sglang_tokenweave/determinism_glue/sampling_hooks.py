@@ -1,0 +1,113 @@
+"""Seeded sampling of deterministic rows on the fast path, and full-window logits for the verifier.
+
+The scheduler (normal, non-overlapped loop) runs one batch at a time in this process: the
+rows of the next batch are noted just before ``run_batch`` and used by the sampler inside it.
+A deterministic row is sampled by ``determinism.sampling`` keyed by (seed, position), the same
+function the verifier uses, so identical logits give identical tokens at any temperature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+
+from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
+from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
+from sglang_tokenweave.determinism.sampling import plan_sampling, sample
+
+from .markers import is_deterministic_req
+from .runtime import det_for, row_params, runtime
+
+# (row indices, RowParams, is a decode batch) of the batch about to run, or None when it has no
+# deterministic row.
+_pending_rows: Optional[tuple[list[int], list, bool]] = None
+# True while the verifier's pass runs: logits are needed at every position.
+_verifying = False
+
+
+def note_batch_rows(scheduler, batch, *args, **kwargs):
+    """Before-hook on ``Scheduler.run_batch``."""
+    global _pending_rows
+    _pending_rows = None
+    if batch is None or not batch.reqs:
+        return None
+    indices, rows = [], []
+    for i, req in enumerate(batch.reqs):
+        if is_deterministic_req(req):
+            det = det_for(req)
+            indices.append(i)
+            # The token sampled now is output token len(output_ids), at P + len(output_ids).
+            rows.append(row_params(req, det, det.state.sample_position(len(req.output_ids))))
+    if indices:
+        _pending_rows = (indices, rows, batch.forward_mode.is_decode())
+    return None
+
+
+def sample_deterministic_rows(original, sampler, logits_output, sampling_info, return_logprob,
+                              top_logprobs_nums, *args, **kwargs):
+    """Around-hook on ``Sampler.forward``: overwrite deterministic rows with seeded samples."""
+    global _pending_rows
+    pending, _pending_rows = _pending_rows, None
+    logits = logits_output.next_token_logits
+    if pending is None or logits is None or logits.shape[0] != len(sampling_info.temperatures):
+        return original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
+    indices, rows, is_decode = pending
+    index = torch.tensor(indices, device=logits.device)
+    det_logits = logits.index_select(0, index)  # a copy: SGLang's sampler works in place
+    ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
+    plan = plan_sampling(rows, det_logits.shape[1], device=det_logits.device)
+    scale = runtime().config.perturb_logits
+    proposal_logits = det_logits
+    if scale > 0 and is_decode:
+        # Test-only, and only on proposals: the isolated prefill's token is committed as is.
+        # The generator's seed is the same on every TP rank (same step count).
+        generator = torch.Generator(device=det_logits.device)
+        generator.manual_seed(next(runtime().perturb_steps) + 12345)
+        proposal_logits = perturb_fast_path_logits(det_logits, scale, generator)
+    det_ids = sample(proposal_logits, plan)
+    ids[index] = det_ids.to(ids.dtype)
+    if return_logprob and not is_decode:
+        # The prefill's token is committed with its logprobs: the same batch-invariant formula
+        # as the verifier's, for our token (SGLang's were for the token it sampled itself).
+        _replace_logprobs(logits_output, indices, det_logits, plan, det_ids, top_logprobs_nums)
+    return ids
+
+
+def _replace_logprobs(logits_output, indices, det_logits, plan, det_ids, top_logprobs_nums) -> None:
+    chosen = token_logprobs(det_logits, plan, det_ids)
+    target = logits_output.next_token_logprobs
+    target[torch.tensor(indices, device=target.device)] = chosen.to(device=target.device, dtype=target.dtype)
+    ks = [top_logprobs_nums[i] if top_logprobs_nums else 0 for i in indices]
+    if max(ks) > 0 and logits_output.next_token_top_logprobs_val is not None:
+        values, ids = top_logprobs(det_logits, plan, max(ks))
+        for j, (i, k) in enumerate(zip(indices, ks)):
+            # Same container as SGLang's entries: device tensors before its copy to the host.
+            old = logits_output.next_token_top_logprobs_val[i]
+            if isinstance(old, torch.Tensor):
+                logits_output.next_token_top_logprobs_val[i] = values[j, :k].to(old.device, old.dtype)
+                logits_output.next_token_top_logprobs_idx[i] = ids[j, :k].to(old.device)
+            else:
+                logits_output.next_token_top_logprobs_val[i] = values[j, :k].tolist()
+                logits_output.next_token_top_logprobs_idx[i] = ids[j, :k].tolist()
+
+
+@contextlib.contextmanager
+def full_logits():
+    global _verifying
+    _verifying = True
+    try:
+        yield
+    finally:
+        _verifying = False
+
+
+def keep_every_position(original, processor, hidden_states, hidden_states_before_norm,
+                        aux_hidden_states, logits_metadata, *args, **kwargs):
+    """Around-hook on ``LogitsProcessor._get_pruned_states``: during verification, logits of
+    every token of the pass, not only of each row's last one."""
+    if not _verifying:
+        return original(processor, hidden_states, hidden_states_before_norm, aux_hidden_states,
+                        logits_metadata, *args, **kwargs)
+    return hidden_states, hidden_states_before_norm, aux_hidden_states, None, None, []

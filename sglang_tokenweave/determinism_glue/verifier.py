@@ -1,0 +1,226 @@
+"""The verification pass of deterministic requests, and applying its commit / rollback.
+
+Run by the scheduler between batches (eagerly: an EXTEND forward, never a CUDA graph), for
+every deterministic request of the running batch that has W unverified tokens or that the fast
+path finished. Each pass has the fixed shape B rows x W tokens (``groups.plan_verify_passes``):
+- a real row replays the request's window (``state.verify_window``) at its own KV slots, so
+  the committed tokens' KV is rewritten by the verifier;
+- padding tokens and dummy rows write to SGLang's reserved padding slot 0 (and dummy rows use
+  the reserved padding row 0 of the request-to-token table), so they cost no KV memory;
+- every position is sampled with (seed, position) from the pass's logits.
+The pass's shape, and so its kernels' reduction order, never depends on the load.
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+
+import torch
+
+from sglang_tokenweave.determinism.groups import ReadyRequest, plan_verify_passes
+from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
+from sglang_tokenweave.determinism.state import FinishReason
+
+from . import metrics_export
+from .markers import is_deterministic_req
+from .runtime import det_of, row_params, runtime
+from .sampling_hooks import full_logits
+
+logger = logging.getLogger("sglang_tokenweave")
+
+PAD_TOKEN_ID = 0
+PAD_SLOT = 0  # SGLang's reserved KV slot for padded tokens
+PAD_REQ_ROW = 0  # SGLang's reserved request-to-token row for padded requests
+
+
+def due_requests(running_batch):
+    """(index, req, det) of the running batch's deterministic requests due for verification."""
+    due = []
+    for i, req in enumerate(running_batch.reqs):
+        if is_deterministic_req(req) and not req.finished():
+            det = det_of(req)
+            if det is not None and det.state.needs_verification():
+                due.append((i, req, det))
+    return due
+
+
+def verify_due(scheduler, running_batch) -> None:
+    if running_batch is None or running_batch.is_empty():
+        return
+    due = due_requests(running_batch)
+    if not due:
+        return
+    config = runtime().config
+    by_key = {det.key: (i, req, det) for i, req, det in due}
+    # A row holds the block's replayed committed inputs and the unverified ones.
+    ready = [ReadyRequest(det.key, det.state.num_replayed + det.state.num_unverified) for _, _, det in due]
+    for verify_pass in plan_verify_passes(ready, config.verify_rows, config.window):
+        _run_pass(scheduler, running_batch, verify_pass, by_key)
+
+
+def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
+    from sglang.srt.managers.schedule_batch import ScheduleBatch
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+
+    window = verify_pass.window
+    pool = scheduler.req_to_token_pool
+    device = pool.device
+    width = pool.req_to_token.shape[1]
+    input_ids, out_loc, pool_rows, prefix_lens, seq_lens, sample_rows = [], [], [], [], [], []
+    windows, reqs = [], []
+    for row in verify_pass.rows:
+        if row.key is None:
+            prefix, pool_row, ids, locs = 0, PAD_REQ_ROW, [PAD_TOKEN_ID] * window, [PAD_SLOT] * window
+            pool.req_to_token[PAD_REQ_ROW, :window] = PAD_SLOT
+            windows.append(None)
+            sample_rows += [RowParams(seed=0, position=j) for j in range(window)]
+            reqs.append(None)
+        else:
+            _, req, det = by_key[row.key]
+            w = det.state.verify_window()
+            u = len(w.row_ids)
+            prefix, pool_row = w.row_start, req.req_pool_idx
+            if prefix + window > width:
+                raise RuntimeError(f"deterministic request {req.rid}: window beyond the context length")
+            locs = pool.req_to_token[pool_row, prefix : prefix + u].tolist() + [PAD_SLOT] * (window - u)
+            pool.req_to_token[pool_row, prefix + u : prefix + window] = PAD_SLOT  # beyond its KV
+            ids = list(w.row_ids) + [PAD_TOKEN_ID] * (window - u)
+            windows.append(w)
+            # Row j samples the token after its input j, at position row_start + j + 1.
+            sample_rows += [row_params(req, det, prefix + 1 + j) for j in range(window)]
+            reqs.append(req)
+        input_ids += ids
+        out_loc += locs
+        pool_rows.append(pool_row)
+        prefix_lens.append(prefix)
+        seq_lens.append(prefix + window)
+
+    real_reqs = [r for r in reqs if r is not None]
+    batch = ScheduleBatch.init_new(
+        [r if r is not None else real_reqs[0] for r in reqs],
+        pool, scheduler.token_to_kv_pool_allocator, scheduler.tree_cache, scheduler.model_config,
+        False, scheduler.spec_algorithm,
+    )
+    rows = len(verify_pass.rows)
+    batch.forward_mode = ForwardMode.EXTEND
+    batch.return_logprob = False
+    batch.return_hidden_states = False
+    batch.input_ids = torch.tensor(input_ids, dtype=torch.int64, device=device)
+    batch.req_pool_indices = torch.tensor(pool_rows, dtype=torch.int64, device=device)
+    batch.seq_lens_cpu = torch.tensor(seq_lens, dtype=torch.int64)
+    batch.seq_lens = batch.seq_lens_cpu.to(device)
+    batch.orig_seq_lens = batch.seq_lens_cpu.to(device=device, dtype=torch.int32)
+    batch.seq_lens_sum = int(sum(seq_lens))
+    batch.out_cache_loc = torch.tensor(out_loc, dtype=torch.int64, device=device)
+    batch.prefix_lens = prefix_lens
+    batch.extend_lens = [window] * rows
+    batch.extend_num_tokens = rows * window
+    batch.extend_logprob_start_lens = [window] * rows
+    batch.multimodal_inputs = [None] * rows
+    batch.sampling_info = None
+    batch.top_logprobs_nums = None
+    batch.token_ids_logprobs = None
+
+    model_runner = scheduler.tp_worker.model_runner
+    # Eager always: hide the prefill graph runner (piecewise CUDA graphs) for this forward.
+    graph_runner, model_runner.prefill_cuda_graph_runner = model_runner.prefill_cuda_graph_runner, None
+    try:
+        with full_logits(), torch.inference_mode():
+            forward_batch = ForwardBatch.init_new(batch, model_runner, return_hidden_states_before_norm=False)
+            logits = model_runner.forward(forward_batch).logits_output.next_token_logits
+    finally:
+        model_runner.prefill_cuda_graph_runner = graph_runner
+    with torch.inference_mode():
+        plan = plan_sampling(sample_rows, logits.shape[1], device=logits.device)
+        verified_ids = sample(logits, plan)
+        logprobs = _logprobs(logits, plan, verified_ids, real_reqs)
+        verified = verified_ids.tolist()
+
+    rt = runtime()
+    rt.metrics.on_pass(verify_pass.num_real_rows)
+    for r, row in enumerate(verify_pass.rows):
+        if row.key is None:
+            continue
+        i, req, det = by_key[row.key]
+        w = windows[r]
+        first = r * window + w.num_replayed  # rows before it re-derive committed tokens
+        committed_before = det.state.num_committed
+        result = det.state.apply_verification(verified[first : first + w.num_tokens])
+        rt.metrics.on_commit(result, tokens_verified=w.num_tokens)
+        if req.return_logprob:
+            _set_logprobs(req, committed_before, result, logprobs, first)
+        _apply(scheduler, running_batch, i, req, det, result)
+    metrics_export.publish(rt.metrics)
+
+
+def _logprobs(logits, plan, ids, reqs):
+    """Batch-invariant logprobs of the verifier's tokens (and top-k), when any row asks."""
+    asking = [r for r in reqs if r.return_logprob]
+    if not asking:
+        return None
+    chosen = token_logprobs(logits, plan, ids).tolist()
+    k = max(r.logprob.top_logprobs_num for r in asking)
+    top = top_logprobs(logits, plan, k) if k > 0 else None
+    return chosen, (top[0].tolist(), top[1].tolist()) if top is not None else None
+
+
+def _set_logprobs(req, committed_before, result, logprobs, first_slot) -> None:
+    """Replace the fast path's logprobs of the window by the verifier's."""
+    chosen, top = logprobs
+    lp = req.logprob
+    n = len(result.committed_ids)
+    del lp.output_token_logprobs_val[committed_before:]
+    del lp.output_token_logprobs_idx[committed_before:]
+    lp.output_token_logprobs_val.extend(chosen[first_slot : first_slot + n])
+    lp.output_token_logprobs_idx.extend(result.committed_ids)
+    if lp.top_logprobs_num > 0:
+        k = lp.top_logprobs_num
+        del lp.output_top_logprobs_val[committed_before:]
+        del lp.output_top_logprobs_idx[committed_before:]
+        for slot in range(first_slot, first_slot + n):
+            lp.output_top_logprobs_val.append(top[0][slot][:k])
+            lp.output_top_logprobs_idx.append(top[1][slot][:k])
+
+
+def sglang_finish_reason(finish):
+    """SGLang's finish reason for one found by the state machine's built-in checks."""
+    from sglang.srt.managers.schedule_batch import FINISH_LENGTH, FINISH_MATCHED_TOKEN
+
+    if isinstance(finish, FinishReason):
+        if finish.kind == "length":
+            return FINISH_LENGTH(length=finish.matched)
+        return FINISH_MATCHED_TOKEN(matched=finish.matched)
+    return finish  # the stop-string hook already returns SGLang's object
+
+
+def _apply(scheduler, running_batch, i, req, det, result) -> None:
+    """Make SGLang's request and batch agree with the committed sequence."""
+    from sglang.srt.mem_cache.common import release_kv_cache
+
+    pool = scheduler.req_to_token_pool
+    freed = result.free_kv_positions
+    if len(freed):
+        slots = pool.req_to_token[req.req_pool_idx, freed.start : freed.stop].to(torch.int64)
+        scheduler.token_to_kv_pool_allocator.free(slots)
+    state = det.state
+    req.output_ids = array("q", state.out)
+    req.kv_committed_len = result.kv_len
+    req.kv.kv_allocated_len = result.kv_len
+    for name in ("seq_lens", "seq_lens_cpu", "orig_seq_lens"):
+        tensor = getattr(running_batch, name, None)
+        if tensor is not None:
+            tensor = tensor.clone()
+            tensor[i] = result.kv_len
+            setattr(running_batch, name, tensor)
+    running_batch.seq_lens_sum = None
+    # The next decode step reads its input token from here (see resolve_forward_inputs).
+    scheduler.future_map.output_tokens_buf[req.req_pool_idx] = state.out[-1]
+    if result.finish is not None:
+        req.finished_reason = sglang_finish_reason(result.finish)
+        req.finished_len = len(state.out)
+        release_kv_cache(req, scheduler.tree_cache)
+        req.time_stats.set_completion_time()
+    if result.finish is not None or len(result.stream):
+        scheduler.output_streamer.stream_output([req], req.return_logprob)

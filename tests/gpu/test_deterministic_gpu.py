@@ -1,0 +1,60 @@
+"""Deterministic requests on GPUs (run with ``pytest -m gpu``): the tiny model in bf16 at TP=1
+and TP=2, fast-path logits perturbed so that verification rolls back constantly, deterministic
+prompts sent alone and at concurrency 16 among other traffic: identical token ids every time,
+every KV slot free again afterwards."""
+
+import concurrent.futures as cf
+import itertools
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deterministic_client import (  # noqa: E402
+    PROMPTS, SAMPLING, det_params, generate, metric, wait_for_idle_pool,
+)
+
+pytestmark = pytest.mark.gpu
+
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+            "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2": "0"}
+DET_ARGS = ["--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-backend", "pytorch",
+            "--enforce-disable-flashinfer-allreduce-fusion", "--enable-deterministic-requests", "--enable-metrics",
+            "--deterministic-window", "8", "--deterministic-verify-rows", "4",
+            "--deterministic-test-perturb-logits", "1.0"]
+CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["tp1", "tp2"])
+def server(request, start_server):
+    if torch.cuda.device_count() < request.param:
+        pytest.skip(f"needs {request.param} CUDA GPUs")
+    return start_server(["--tp", str(request.param), *DET_ARGS], env=SAFE_ENV)
+
+
+def _det(server, case):
+    prompt_index, sampling_index = case
+    return generate(server, PROMPTS[prompt_index], det_params(*SAMPLING[sampling_index], max_new_tokens=48))[
+        "output_ids"]
+
+
+def _noise(server, i):
+    rng = random.Random(i)
+    params = {"max_new_tokens": rng.randint(1, 64), "temperature": 1.0, "ignore_eos": True}
+    return generate(server, f"noise {i} " * rng.randint(1, 200), params)["output_ids"]
+
+
+def test_identical_alone_and_under_load(server):
+    reference = {case: _det(server, case) for case in CASES}
+    for _ in range(3):
+        with cf.ThreadPoolExecutor(16) as pool:
+            noise = [pool.submit(_noise, server, i) for i in range(48)]
+            det = {case: pool.submit(_det, server, case) for case in CASES}
+            assert {case: f.result() for case, f in det.items()} == reference
+            [f.result() for f in noise]
+    assert metric(server, "rollback_events") > 0
+    pool_state = wait_for_idle_pool(server)
+    assert pool_state is not None and pool_state["free_tokens"] == pool_state["total_tokens"], pool_state
