@@ -31,6 +31,8 @@ from pathlib import Path
 
 import requests
 
+from bench_plot import pyplot
+
 ROOT = Path(__file__).resolve().parent.parent
 # Multicast stays off on the shared GPU machines, in every process we start.
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -153,12 +155,8 @@ def versions() -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     ours = [r for r in rows if r["server"] == "ours"]
     fig, ax = plt.subplots(figsize=(6, 4))

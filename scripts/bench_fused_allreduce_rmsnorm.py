@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from bench_plot import pyplot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -302,12 +303,8 @@ def summary_line(row):
 
 
 def plot(result, png_path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no matplotlib: plot skipped")
+    plt = pyplot()
+    if plt is None:
         return
     hiddens = sorted({r["hidden"] for r in result["rows"]})
     fig, axes = plt.subplots(1, len(hiddens), figsize=(6.5 * len(hiddens), 4.5), squeeze=False)

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from bench_plot import pyplot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -146,13 +147,8 @@ def card_slug(name: str) -> str:
 
 
 def plot(result, png_path, y_key, y_label):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no matplotlib: plot skipped")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant in dict.fromkeys(r["variant"] for r in result["rows"]):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_plot import pyplot  # noqa: E402
 from bench_tokenweave_model import (  # noqa: E402
     ROOT,
     card_slug,
@@ -111,13 +112,8 @@ def main(argv=None):
 
 
 def _plot(result, png_path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no matplotlib: plot skipped")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(5, 4))
     names = [r["variant"] for r in result["rows"]]
