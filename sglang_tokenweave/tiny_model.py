@@ -55,15 +55,13 @@ like today? Write a short poem about the sea. One, two, three, four, five, six, 
 nine, ten. The user asked a question and the assistant wrote an answer.
 """
 SEED = 1234
+_FORMAT_VERSION = 2  # bump when the files written change in a way the spec above does not show
 
 
 def spec_digest() -> str:
     """Changes whenever anything that shapes the checkpoint changes, so caches never go stale."""
     blob = json.dumps([TINY_LLAMA, SPECIAL_TOKENS, CHAT_TEMPLATE, _CORPUS, SEED, _FORMAT_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-_FORMAT_VERSION = 2
 
 
 def cache_root() -> Path:
