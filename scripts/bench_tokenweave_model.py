@@ -94,6 +94,29 @@ def overlay_status(log: str) -> str:
     return lines[0].split("sglang-tokenweave: ", 1)[1] if lines else "overlay off"
 
 
+def write_result(script: str, argv, args, card: str, method: str, status: dict, rows: list) -> tuple[Path, dict]:
+    """Write <out-dir>/<script>_<card>_tp<N>.json (the format in docs/DESIGN.md); returns its stem and content."""
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{Path(script).stem}_{card_slug(card)}_tp{args.tp}"
+    result = {"card": card, "gpus": args.tp, "versions": versions(),
+              "command": "python " + " ".join([os.path.relpath(script, ROOT)] + (argv or sys.argv[1:])),
+              "model": f"Llama-3-70B layer shape, {args.layers} of 80 layers, dummy weights, bf16",
+              "method": method, "overlay_status": status, "rows": rows}
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    return stem, result
+
+
+def run_tool(name, cmd, flags, timeout, log_path: Path, result_file: Path) -> str:
+    """Run one of SGLang's benchmark tools with the overlay's flags (None: stock); returns its log."""
+    proc = subprocess.run(cmd, env=overlay_env(flags), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    log = proc.stdout + proc.stderr
+    log_path.write_text(log)
+    if proc.returncode != 0 or not result_file.exists():
+        raise RuntimeError(f"{name}: {cmd[2]} failed ({proc.returncode}):\n{log[-4000:]}")
+    return log
+
+
 def run_variant(name, flags, model_dir, args, out_dir) -> tuple[dict, str]:
     """{tokens: [prefill seconds...]} over the repeats (warm-up round dropped), and the overlay status."""
     result_file = out_dir / f"{name}.jsonl"
@@ -104,12 +127,7 @@ def run_variant(name, flags, model_dir, args, out_dir) -> tuple[dict, str]:
     if flags is not None and args.tokenweave_config and name == "tokenweave":
         flags = [*flags, "--tokenweave-config", args.tokenweave_config]
     started = time.time()
-    proc = subprocess.run(cmd, env=overlay_env(flags), cwd=ROOT, capture_output=True, text=True,
-                          timeout=args.timeout)
-    log = proc.stdout + proc.stderr
-    (out_dir / f"{name}.log").write_text(log)
-    if proc.returncode != 0 or not result_file.exists():
-        raise RuntimeError(f"{name}: bench_one_batch failed ({proc.returncode}):\n{log[-4000:]}")
+    log = run_tool(name, cmd, flags, args.timeout, out_dir / f"{name}.log", result_file)
     by_tokens: dict[int, list[float]] = {}
     for line in result_file.read_text().splitlines():
         rec = json.loads(line)
@@ -200,16 +218,9 @@ def main(argv=None):
             rows.append(row)
             print(f"T={tokens:>6} {v:>10}: {us / 1000:9.2f} ms" +
                   (f"  x{row['speedup_vs_stock']:.3f} vs stock" if "speedup_vs_stock" in row else ""))
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench_tokenweave_model_{card_slug(card)}_tp{args.tp}"
-    result = {"card": card, "gpus": args.tp, "versions": versions(),
-              "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])),
-              "model": f"Llama-3-70B layer shape, {args.layers} of 80 layers, dummy weights, bf16",
-              "method": f"sglang.bench_one_batch, batch 1, median of {args.repeats} prefills after one warm-up "
-                        "round, eager prefill (prefill CUDA graphs off), triton attention",
-              "overlay_status": status, "rows": rows}
-    Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    method = (f"sglang.bench_one_batch, batch 1, median of {args.repeats} prefills after one warm-up round, "
+              "eager prefill (prefill CUDA graphs off), triton attention")
+    stem, result = write_result(__file__, argv, args, card, method, status, rows)
     plot(result, f"{stem}.png", "prefill_us", "prefill latency, us (median)")
     print(f"wrote {stem}.json")
     shutil.rmtree(model_dir, ignore_errors=True)

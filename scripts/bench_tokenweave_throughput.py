@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_plot import pyplot  # noqa: E402
 from bench_tokenweave_model import (  # noqa: E402
     ROOT,
-    card_slug,
     make_model_dir,
-    overlay_env,
     overlay_status,
-    versions,
+    run_tool,
+    write_result,
 )
 
 VARIANTS = {"stock": None, "tokenweave": ["--enable-tokenweave"]}
@@ -51,12 +48,7 @@ def run_once(name, flags, model_dir, args, work) -> tuple[dict, str]:
            "--random-output-len", str(args.output_len), "--result-filename", str(result_file), *SGLANG_ARGS]
     if flags is not None and args.tokenweave_config:
         flags = [*flags, "--tokenweave-config", args.tokenweave_config]
-    proc = subprocess.run(cmd, env=overlay_env(flags), cwd=ROOT, capture_output=True, text=True,
-                          timeout=args.timeout)
-    log = proc.stdout + proc.stderr
-    (work / f"{name}.log").write_text(log)
-    if proc.returncode != 0 or not result_file.exists():
-        raise RuntimeError(f"{name}: bench_offline_throughput failed ({proc.returncode}):\n{log[-4000:]}")
+    log = run_tool(name, cmd, flags, args.timeout, work / f"{name}.log", result_file)
     return json.loads(result_file.read_text().splitlines()[-1]), overlay_status(log)
 
 
@@ -97,15 +89,8 @@ def main(argv=None):
         if name != "stock":
             row["speedup_vs_stock"] = round(m["total_throughput"] / medians["stock"]["total_throughput"], 4)
         rows.append(row)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench_tokenweave_throughput_{card_slug(card)}_tp{args.tp}"
-    result = {"card": card, "gpus": args.tp, "versions": versions(),
-              "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])),
-              "model": f"Llama-3-70B layer shape, {args.layers} of 80 layers, dummy weights, bf16",
-              "method": f"sglang.bench_offline_throughput, random-ids dataset, median of {args.repeats} runs",
-              "overlay_status": status, "rows": rows}
-    Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    method = f"sglang.bench_offline_throughput, random-ids dataset, median of {args.repeats} runs"
+    stem, result = write_result(__file__, argv, args, card, method, status, rows)
     _plot(result, f"{stem}.png")
     print(json.dumps(rows, indent=1))
     shutil.rmtree(model_dir, ignore_errors=True)
