@@ -118,11 +118,12 @@ def run_tool(name, cmd, flags, timeout, log_path: Path, result_file: Path) -> st
 
 
 def run_variant(name, flags, model_dir, args, out_dir) -> tuple[dict, str]:
-    """{tokens: [prefill seconds...]} over the repeats (warm-up round dropped), and the overlay status."""
+    """{tokens: [(prefill s, median decode step s)...]} over the repeats (warm-up round dropped),
+    and the overlay status."""
     result_file = out_dir / f"{name}.jsonl"
     lengths = [str(t) for t in args.tokens] * (args.repeats + 1)
     cmd = [sys.executable, "-m", "sglang_tokenweave.tokenweave.one_batch", "--model-path", str(model_dir),
-           "--tp", str(args.tp), "--batch-size", "1", "--input-len", *lengths, "--output-len", "1",
+           "--tp", str(args.tp), "--batch-size", "1", "--input-len", *lengths, "--output-len", str(args.output_len),
            "--result-filename", str(result_file), *SGLANG_ARGS]
     if flags is not None and args.tokenweave_config and name == "tokenweave":
         flags = [*flags, "--tokenweave-config", args.tokenweave_config]
@@ -131,7 +132,9 @@ def run_variant(name, flags, model_dir, args, out_dir) -> tuple[dict, str]:
     by_tokens: dict[int, list[float]] = {}
     for line in result_file.read_text().splitlines():
         rec = json.loads(line)
-        by_tokens.setdefault(int(rec["input_len"]), []).append(float(rec["prefill_latency"]))
+        decode = rec.get("median_decode_latency")
+        by_tokens.setdefault(int(rec["input_len"]), []).append(
+            (float(rec["prefill_latency"]), float(decode) if decode is not None else None))
     print(f"{name}: {time.time() - started:.0f} s, {overlay_status(log)}", flush=True)
     return {t: v[1:] for t, v in by_tokens.items()}, overlay_status(log)
 
@@ -188,6 +191,8 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--tokens", type=lambda s: [int(v) for v in s.split(",")], default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--output-len", type=int, default=8,
+                   help="tokens generated after each prefill (decode steps in CUDA graphs, batch 1)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--tokenweave-config", default=None)
     p.add_argument("--timeout", type=int, default=900, help="seconds per variant")
@@ -208,18 +213,25 @@ def main(argv=None):
 
     rows = []
     for tokens in args.tokens:
-        medians = {v: statistics.median(times[v][tokens]) * 1e6 for v in variants if times[v].get(tokens)}
+        medians = {v: statistics.median(p for p, _ in times[v][tokens]) * 1e6 for v in variants if times[v].get(tokens)}
+        decodes = {v: statistics.median(d for _, d in times[v][tokens]) * 1e6 for v in medians
+                   if all(d is not None for _, d in times[v][tokens])}
         for v, us in medians.items():
             row = {"tokens": tokens, "tp": args.tp, "hidden": 8192, "layers": args.layers, "variant": v,
                    "prefill_us": round(us, 1), "samples": len(times[v][tokens])}
             for base in ("stock", "fuse_only"):
                 if base in medians and base != v:
                     row[f"speedup_vs_{base}"] = round(medians[base] / us, 4)
+            if v in decodes:
+                row["decode_step_us"] = round(decodes[v], 1)
+                if "stock" in decodes and v != "stock":
+                    row["decode_speedup_vs_stock"] = round(decodes["stock"] / decodes[v], 4)
             rows.append(row)
             print(f"T={tokens:>6} {v:>10}: {us / 1000:9.2f} ms" +
                   (f"  x{row['speedup_vs_stock']:.3f} vs stock" if "speedup_vs_stock" in row else ""))
     method = (f"sglang.bench_one_batch, batch 1, median of {args.repeats} prefills after one warm-up round, "
-              "eager prefill (prefill CUDA graphs off), triton attention")
+              "eager prefill (prefill CUDA graphs off), triton attention; decode_step_us: median step of the "
+              f"{args.output_len - 1} decode steps that follow (batch 1, decode CUDA graphs on)")
     stem, result = write_result(__file__, argv, args, card, method, status, rows)
     plot(result, f"{stem}.png", "prefill_us", "prefill latency, us (median)")
     print(f"wrote {stem}.json")

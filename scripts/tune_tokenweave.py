@@ -5,10 +5,16 @@ GEMM shapes (attention stood in for by PyTorch SDPA over one request's causal pr
 rank of a TP group, running the overlay's own woven schedule (``tokenweave.weave``):
 
 - SGLang-style unfused: GEMM, NCCL all-reduce, residual add + RMSNorm;
+- the same without the all-reduces (the no-communication bound, recorded for reference);
 - fuse-only, for each SM budget;
-- two token splits, for each split offset and SM budget.
+- two token splits, for each split offset and SM budget, with the GEMMs using every SM or
+  leaving the budget's SMs to the communication kernel (``gemm_carveout``).
 
-and keeps, per bucket, the fastest offset and SM budget, whether splitting wins
+The synthetic stack launches far fewer host-side operations per layer than SGLang's, so it
+measures the GPU schedule only: where SGLang's eager prefill is host-bound (small batches), check
+a bucket's split decision with ``bench_tokenweave_model.py --tokenweave-config``.
+
+It keeps, per bucket, the fastest offset, SM budget and carve-out, whether splitting wins
 (``use_split``) and whether the fused kernel beats the unfused path (``use_fused``). The entry
 is keyed by GPU name, hidden size, per-shard layer shapes and TP (never a model name) and
 merged into ``--output`` (other entries kept). ``--tokenweave-config <file>`` loads it.
@@ -20,7 +26,9 @@ Run on the GPU machine (multicast stays off; every process keeps these variables
         --head-dim 128 --intermediate 28672 --output benchmarks/tuning/h100_tp4_llama70b_shape.json
 
 (the shape of Llama-3-70B; add ``--model-config path/config.json`` to read the shape from a
-Hugging Face config instead).
+Hugging Face config instead). ``--profile-tokens 4096`` also profiles one forward of that bucket
+(fuse-only, and each carve-out of the best split) and writes the kernel summary beside the
+output file (``<output>.profile.txt``).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trace_kernels import format_summary, load_kernels, summarize  # noqa: E402
 
 from sglang_tokenweave.tokenweave.synthetic import Stack, run_unfused, run_woven  # noqa: E402
 from sglang_tokenweave.overlap import (  # noqa: E402
@@ -85,12 +95,14 @@ def _worker(rank, args, shapes, result_path):
     comm_stream = torch.cuda.Stream(priority=-1)
     x_all = torch.randn(max_tokens, args.hidden, device=device, dtype=dtype)
     dist.broadcast(x_all, src=0, group=group)
-    rows = []
+    rows, profiles = [], ""
     for tokens in args.buckets:
         x = x_all[:tokens]
         whole = plan_forward([tokens], [0], world_size=args.tp, threshold=None)
         row = {"tokens": tokens,
                "unfused_us": _time(lambda: run_unfused(stack, x, x.clone(), group), args.iters, group),
+               "no_comm_us": _time(lambda: run_unfused(stack, x, x.clone(), group, communicate=False),
+                                   args.iters, group),
                "fused": {}, "split": {}}
         for sm in args.sm_budgets:
             row["fused"][sm] = _time(lambda: run_woven(stack, ops, whole, x, x.clone(), sm, None), args.iters, group)
@@ -98,17 +110,60 @@ def _worker(rank, args, shapes, result_path):
                 plan = plan_forward([tokens], [0], world_size=args.tp, threshold=1, split_offset=offset)
                 if not plan.is_split:
                     continue
-                key = f"{offset}:{sm}"
-                row["split"][key] = _time(lambda: run_woven(stack, ops, plan, x, x.clone(), sm, comm_stream),
-                                          args.iters, group)
+                for carve in args.carveouts:
+                    row["split"][f"{offset}:{sm}:{carve}"] = _time(
+                        lambda: run_woven(stack, ops, plan, x, x.clone(), sm, comm_stream, sm if carve else 0),
+                        args.iters, group)
         rows.append(row)
         if rank == 0:
-            print(f"{tokens} tokens: unfused {row['unfused_us']:.0f} us, best fused "
-                  f"{min(row['fused'].values()):.0f} us, best split "
-                  f"{min(row['split'].values(), default=float('nan')):.0f} us", flush=True)
+            best = min(row["split"], key=row["split"].get, default=None)
+            print(f"{tokens} tokens: unfused {row['unfused_us']:.0f} us, no-comm {row['no_comm_us']:.0f} us, "
+                  f"best fused {min(row['fused'].values()):.0f} us, best split "
+                  f"{row['split'][best] if best else float('nan'):.0f} us ({best} offset:sm:carveout)", flush=True)
+        if tokens == args.profile_tokens:
+            profiles = _profile_bucket(stack, ops, x, row, args, comm_stream, group, rank)
     if rank == 0:
         Path(result_path).write_text(json.dumps(rows))
+        if args.profile_tokens:
+            Path(args.output).with_suffix(".profile.txt").write_text(profiles)
     dist.destroy_process_group()
+
+
+def _profile_bucket(stack, ops, x, row, args, comm_stream, group, rank) -> str:
+    """Kernel summaries of one forward: fuse-only at its best budget, the best split with and
+    without the GEMM carve-out. Every rank runs; rank 0 records."""
+    tokens = row["tokens"]
+    sm_fused = min(row["fused"], key=row["fused"].get)
+    runs = [("unfused", lambda: run_unfused(stack, x, x.clone(), group)),
+            (f"fuse-only sm={sm_fused}", lambda: run_woven(stack, ops, plan_forward(
+                [tokens], [0], world_size=args.tp, threshold=None), x, x.clone(), sm_fused, None))]
+    if row["split"]:
+        offset, sm, _ = (int(v) for v in min(row["split"], key=row["split"].get).split(":"))
+        plan = plan_forward([tokens], [0], world_size=args.tp, threshold=1, split_offset=offset)
+        for carve in args.carveouts:
+            runs.append((f"split offset={offset} sm={sm} carveout={carve}",
+                         lambda carve=carve: run_woven(stack, ops, plan, x, x.clone(), sm, comm_stream,
+                                                       sm if carve else 0)))
+    texts = []
+    for title, fn in runs:
+        fn()
+        dist.barrier(group=group)
+        torch.cuda.synchronize()
+        if rank != 0:
+            fn()
+            torch.cuda.synchronize()
+            continue
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        trace = Path(args.output).with_suffix(".trace.json")
+        prof.export_chrome_trace(str(trace))
+        texts.append(format_summary(summarize(load_kernels(str(trace))), f"{tokens} tokens, {title}:"))
+        trace.unlink()
+    text = "\n".join(texts)
+    if rank == 0:
+        print(text, flush=True)
+    return text
 
 
 def _choose(row) -> Bucket:
@@ -118,8 +173,9 @@ def _choose(row) -> Bucket:
     if row["split"]:
         key = min(row["split"], key=row["split"].get)
         if use_fused and row["split"][key] < best_fused:
-            offset, sm = (int(v) for v in key.split(":"))
-            return Bucket(tokens=row["tokens"], split_offset=offset, sm_budget=sm, use_split=True)
+            offset, sm, carve = (int(v) for v in key.split(":"))
+            return Bucket(tokens=row["tokens"], split_offset=offset, sm_budget=sm, use_split=True,
+                          gemm_carveout=bool(carve))
     return Bucket(tokens=row["tokens"], split_offset=0, sm_budget=int(sm_fused), use_split=False,
                   use_fused=use_fused)
 
@@ -141,7 +197,10 @@ def main(argv=None):
     p.add_argument("--buckets", type=_int_list, default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--offsets", type=_int_list, default=[-256, -128, 0, 128, 256])
     p.add_argument("--sm-budgets", type=_int_list, default=[8, 16, 24, 32])
+    p.add_argument("--carveouts", type=_int_list, default=[0, 1],
+                   help="GEMM carve-out settings to try for splits (0: every SM, 1: leave the SM budget)")
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--profile-tokens", type=int, default=0, help="profile one forward of this bucket")
     p.add_argument("--output", required=True, help="tuning file to create or merge into")
     args = p.parse_args(argv)
     if args.model_config:

@@ -105,7 +105,7 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         type=_in_range("--tokenweave-split-threshold", int, 2, 1 << 20),
         default=None,
         metavar="TOKENS",
-        help="Split extend batches of at least this many tokens (default: from the tuning data, else 1024).",
+        help="Split extend batches of at least this many tokens (default: from the tuning data, else 8192).",
     )
     tw.add_argument(
         "--tokenweave-sm-budget",

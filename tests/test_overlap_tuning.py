@@ -37,7 +37,7 @@ def table_8b():
         buckets=(
             Bucket(tokens=512, split_offset=0, sm_budget=8, use_split=False, use_fused=False),
             Bucket(tokens=1024, split_offset=0, sm_budget=16, use_split=True),
-            Bucket(tokens=4096, split_offset=256, sm_budget=12, use_split=True),
+            Bucket(tokens=4096, split_offset=256, sm_budget=12, use_split=True, gemm_carveout=True),
             Bucket(tokens=16384, split_offset=-128, sm_budget=24, use_split=False),
         ),
     )
@@ -90,7 +90,7 @@ def test_file_round_trip(tmp_path):
 @given(
     st.dictionaries(
         st.integers(1, 1 << 20),
-        st.tuples(st.integers(-4096, 4096), st.integers(1, 132), st.booleans(), st.booleans()),
+        st.tuples(st.integers(-4096, 4096), st.integers(1, 132), st.booleans(), st.booleans(), st.booleans()),
         min_size=1,
         max_size=8,
     )
@@ -100,8 +100,8 @@ def test_any_valid_entry_survives_json(buckets):
         key=key_8b(tp=4),
         buckets=tuple(
             Bucket(tokens=t, split_offset=o, sm_budget=s, use_split=split and fused,
-                   use_fused=fused)
-            for t, (o, s, split, fused) in sorted(buckets.items())
+                   use_fused=fused, gemm_carveout=carve)
+            for t, (o, s, split, fused, carve) in sorted(buckets.items())
         ),
     )
     table = TuningTable(entries=(entry,))
@@ -114,6 +114,7 @@ def test_lookup_takes_the_nearest_lower_bucket():
     at = table.lookup(key_8b(), 4096)
     inside = table.lookup(key_8b(), 16383)
     assert (at.bucket, at.split_offset, at.sm_budget, at.split_threshold) == (4096, 256, 12, 4096)
+    assert at.gemm_carveout and not table.lookup(key_8b(), 1500).gemm_carveout
     assert inside.bucket == 4096 and inside.source == "tuning file"
     assert table.lookup(key_8b(), 1500).bucket == 1024
     top = table.lookup(key_8b(), 100000)
@@ -206,6 +207,8 @@ def _edit(mutate):
          "entries[0].buckets.1024.use_split"),
         (lambda r: r["entries"][0]["buckets"]["1024"].update(use_fused=False),
          "entries[0].buckets.1024.use_split"),
+        (lambda r: r["entries"][0]["buckets"]["1024"].update(gemm_carveout=16),
+         "entries[0].buckets.1024.gemm_carveout"),
         (lambda r: r["entries"][0]["buckets"]["1024"].update(chunk=1),
          "entries[0].buckets.1024.chunk"),
         (lambda r: r["entries"][0]["buckets"]["1024"].pop("sm_budget"),

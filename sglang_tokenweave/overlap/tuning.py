@@ -34,6 +34,10 @@ the built-in defaults: split from ``DEFAULT_SPLIT_THRESHOLD`` tokens, offset
 
 ``use_fused`` (optional, default true) says whether the fused kernel beats SGLang's own
 all-reduce + RMSNorm at that bucket; where it does not, SGLang's path is kept.
+``gemm_carveout`` (optional, default false): while two splits overlap, the GEMMs target all
+SMs but the communication kernel's ``sm_budget`` (cuBLASLt's SM-count target). A GEMM sized
+for every SM next to a running communication kernel runs its last wave on the few SMs left,
+or (persistent kernels) waits for them; whether leaving the SMs free wins is measured.
 """
 
 from __future__ import annotations
@@ -48,14 +52,17 @@ FORMAT_NAME = "sglang-tokenweave-tuning"
 FORMAT_VERSION = 1
 
 # Built-in defaults, used wherever the tuning data has nothing to say.
-DEFAULT_SPLIT_THRESHOLD = 1024  # tokens; below this the batch runs whole ("fuse-only")
+# Tokens; below this the batch runs whole ("fuse-only"). Eager prefill below ~8K tokens is
+# host-bound on H100 TP4 (the GPU idles half of a 1K forward), and two splits double the host
+# work per layer: measured, splitting lost at 1K-4K and won from 8K (benchmarks/results).
+DEFAULT_SPLIT_THRESHOLD = 8192
 DEFAULT_SPLIT_OFFSET = 0  # rows added to T // 2 before aligning the cut
 DEFAULT_SM_BUDGET = 16  # SMs (thread blocks) the communication kernel may occupy
 
 LAYER_SHAPE_NAMES = ("qkv", "o", "gate_up", "down")
 
 _ENTRY_FIELDS = {"gpu", "hidden_size", "tp", "layer_shapes", "buckets"}
-_BUCKET_FIELDS = {"split_offset", "sm_budget", "use_split", "use_fused"}
+_BUCKET_FIELDS = {"split_offset", "sm_budget", "use_split", "use_fused", "gemm_carveout"}
 _TOP_FIELDS = {"format", "version", "meta", "entries"}
 
 
@@ -126,6 +133,7 @@ class Bucket:
     sm_budget: int = DEFAULT_SM_BUDGET
     use_split: bool = True
     use_fused: bool = True
+    gemm_carveout: bool = False
 
     def __post_init__(self):
         if self.tokens < 1 or self.sm_budget < 1:
@@ -139,6 +147,7 @@ class Bucket:
             "sm_budget": self.sm_budget,
             "use_split": self.use_split,
             "use_fused": self.use_fused,
+            "gemm_carveout": self.gemm_carveout,
         }
 
 
@@ -153,6 +162,7 @@ class Setting:
     sm_budget: int
     split_threshold: Optional[int]
     use_fused: bool
+    gemm_carveout: bool  # split GEMMs leave ``sm_budget`` SMs to the communication kernel
     bucket: Optional[int]  # the bucket it came from; None for the defaults
     source: str  # "tuning file", "defaults" or "flags" (a flag overrode a value)
 
@@ -190,6 +200,7 @@ def default_setting() -> Setting:
         sm_budget=DEFAULT_SM_BUDGET,
         split_threshold=DEFAULT_SPLIT_THRESHOLD,
         use_fused=True,
+        gemm_carveout=False,
         bucket=None,
         source="defaults",
     )
@@ -227,6 +238,7 @@ class TuningTable:
                 # A tuned bucket decides on its own: every batch it covers is >= its size.
                 split_threshold=bucket.tokens if bucket.use_split else None,
                 use_fused=bucket.use_fused,
+                gemm_carveout=bucket.gemm_carveout,
                 bucket=bucket.tokens,
                 source="tuning file",
             )
@@ -394,8 +406,8 @@ def _parse_bucket(name: str, raw: Any, where: str, fail) -> Bucket:
         raise fail(f"{where}.split_offset", f"must be an integer, got {offset!r}")
     sm_budget = _positive_int(raw["sm_budget"], f"{where}.sm_budget", fail)
     flags = {}
-    for key in ("use_split", "use_fused"):
-        value = raw.get(key, True)
+    for key, default in (("use_split", True), ("use_fused", True), ("gemm_carveout", False)):
+        value = raw.get(key, default)
         if not isinstance(value, bool):
             raise fail(f"{where}.{key}", f"must be true or false, got {value!r}")
         flags[key] = value

@@ -122,7 +122,8 @@ def _woven_forward(model, state: WeaveState, input_ids, positions, forward_batch
         parts = [_Part(state.ops[0], slice(0, num_tokens), num_tokens, forward_batch, None,
                        positions, residual, hidden)]
     num_blocks = None if setting.source == "defaults" else setting.sm_budget
-    run_decoder(model, parts, _comm_stream(state) if len(parts) > 1 else None, num_blocks)
+    carveout = setting.sm_budget if setting.gemm_carveout else 0
+    run_decoder(model, parts, _comm_stream(state) if len(parts) > 1 else None, num_blocks, carveout=carveout)
 
     if len(parts) > 1:
         return torch.cat([p.hidden for p in parts])

@@ -61,16 +61,18 @@ class Attention:
         n, start, d = q.shape[0], batch.prefix_len, self.head_dim
         self.k_cache[start:start + n].copy_(k)
         self.v_cache[start:start + n].copy_(v)
-        qh = q.view(n, -1, d).transpose(0, 1)
-        kh = self.k_cache[: start + n].view(start + n, -1, d).transpose(0, 1)
-        vh = self.v_cache[: start + n].view(start + n, -1, d).transpose(0, 1)
-        groups = qh.shape[0] // kh.shape[0]
-        kh, vh = kh.repeat_interleave(groups, dim=0), vh.repeat_interleave(groups, dim=0)
+        # [1, heads, tokens, head_dim]: the 4-D layout SDPA's fused (flash) kernels take; a 3-D
+        # input falls back to the unfused math path, which materialises every score in fp32.
+        qh = q.view(1, n, -1, d).transpose(1, 2)
+        kh = self.k_cache[: start + n].view(1, start + n, -1, d).transpose(1, 2)
+        vh = self.v_cache[: start + n].view(1, start + n, -1, d).transpose(1, 2)
+        groups = qh.shape[1] // kh.shape[1]
+        kh, vh = kh.repeat_interleave(groups, dim=1), vh.repeat_interleave(groups, dim=1)
         if start == 0:
             out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)
         else:  # queries are the last n of start + n positions: causal from the bottom right
             out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=causal_lower_right(n, start + n))
-        return out.transpose(0, 1).reshape(n, -1)
+        return out.transpose(1, 2).reshape(n, -1)
 
 
 class Mlp:
@@ -99,25 +101,28 @@ class Stack:
         self.start_layer, self.end_layer = 0, num_layers
 
 
-def run_unfused(stack, x, residual, group):
-    """SGLang's shape of a layer: all-reduce after each row-parallel GEMM, then add + norm."""
+def run_unfused(stack, x, residual, group, communicate: bool = True):
+    """SGLang's shape of a layer: all-reduce after each row-parallel GEMM, then add + norm.
+    ``communicate=False`` skips the all-reduces: the no-communication bound (wrong sums)."""
     batch = Batch(0)
     out = torch.empty_like(x)
     h = stack.layers[0].input_layernorm(x)
     for i, layer in enumerate(stack.layers):
         attention_into(layer, None, h, batch, out)
-        dist.all_reduce(out, group=group)
+        if communicate:
+            dist.all_reduce(out, group=group)
         residual = residual + out
         h = layer.post_attention_layernorm(residual)
         mlp_into(layer, h, out)
-        dist.all_reduce(out, group=group)
+        if communicate:
+            dist.all_reduce(out, group=group)
         residual = residual + out
         last = i == len(stack.layers) - 1
         h = (stack.norm if last else stack.layers[i + 1].input_layernorm)(residual)
     return h
 
 
-def run_woven(stack, ops, plan, x, residual, num_blocks, comm_stream):
+def run_woven(stack, ops, plan, x, residual, num_blocks, comm_stream, carveout: int = 0):
     """The overlay's schedule on ``plan``; returns the parts (each ``hidden`` holds its rows
     of the final norm's output)."""
     h = stack.layers[0].input_layernorm(x)
@@ -126,5 +131,5 @@ def run_woven(stack, ops, plan, x, residual, num_blocks, comm_stream):
         rows = split.token_slice
         parts.append(_Part(op, rows, split.num_tokens, Batch(split.token_start), None, None,
                            residual[rows], h[rows]))
-    run_decoder(stack, parts, comm_stream, num_blocks)
+    run_decoder(stack, parts, comm_stream, num_blocks, carveout=carveout)
     return parts

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from sglang_tokenweave.tokenweave.gemm_carveout import gemm_carveout
 from sglang_tokenweave.tokenweave.layer_parts import attention_into, mlp_into
 
 
@@ -71,13 +72,19 @@ class _Lanes:
 
 
 def run_decoder(model, parts: list[_Part], comm_stream, num_blocks: Optional[int],
-                mode: Optional[str] = None) -> None:
+                mode: Optional[str] = None, carveout: int = 0) -> None:
     """All decoder layers of ``model`` on ``parts`` (one split, or A and B in this order).
 
     Afterwards each part's ``hidden`` holds its rows of the final norm's output. ``mode``
-    forces the fused op's variant (default: the op's own choice by size).
+    forces the fused op's variant (default: the op's own choice by size). ``carveout``: SMs
+    the GEMMs leave to the communication kernel while two splits overlap.
     """
-    lanes = _Lanes(comm_stream if len(parts) > 1 else None)
+    overlapped = len(parts) > 1 and comm_stream is not None
+    with gemm_carveout(carveout if overlapped else 0):
+        _run_layers(model, parts, _Lanes(comm_stream if len(parts) > 1 else None), num_blocks, mode)
+
+
+def _run_layers(model, parts: list[_Part], lanes: "_Lanes", num_blocks: Optional[int], mode: Optional[str]):
     last = model.end_layer - 1
     for i in range(model.start_layer, model.end_layer):
         layer = model.layers[i]
