@@ -9,9 +9,12 @@ For each configuration a server is started, warmed up, loaded with the same requ
 Every deterministic request of the loaded runs is compared with its solo run (``identical``),
 and the rollback rate (tokens rolled back / tokens verified, from /metrics) is reported with
 every row: random-weight models give flat token distributions and many more mismatches than
-trained models. Output: benchmarks/results/bench_determinism_<card>_tp<N>.json and .png.
+trained models. ``--logit-scale K`` serves a copy of the model with its output projection
+multiplied by K: peakier token distributions, closer to a trained model's, and so fewer near-ties
+for the fast path and the verifier to break differently (the JSON says how the model was made).
+Output: benchmarks/results/bench_determinism_<card>_tp<N>.json and .png.
 
-    python scripts/bench_determinism.py --model-path <model> --tp 1
+    python scripts/bench_determinism.py --tp 2 [--model-path <model>] [--logit-scale 8]
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ import concurrent.futures as cf
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import requests
 
+from bench_command import recorded_command
 from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +81,27 @@ class Server:
             except ProcessLookupError:
                 pass
         self.log.close()
+
+
+def scaled_copy(model_path: str, scale: float) -> Path:
+    """A copy of a safetensors checkpoint with ``lm_head.weight`` multiplied by ``scale``."""
+    from safetensors.torch import load_file, save_file
+
+    source = Path(model_path)
+    target = Path(tempfile.mkdtemp(prefix="det-bench-model-"))
+    found = False
+    for f in source.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, target / f.name)
+            continue
+        tensors = load_file(str(f))
+        if "lm_head.weight" in tensors:
+            tensors["lm_head.weight"] = tensors["lm_head.weight"] * scale
+            found = True
+        save_file(tensors, str(target / f.name), metadata={"format": "pt"})
+    if not found:
+        raise SystemExit(f"--logit-scale: no lm_head.weight in {model_path} (tied embeddings?)")
+    return target
 
 
 def make_workload(n: int, det_fraction: float, seed: int, max_new_tokens: int) -> list[dict]:
@@ -177,7 +204,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--model-path", help="default: the built-in tiny Llama (random weights)")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--requests", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -187,10 +214,18 @@ def main() -> None:
     parser.add_argument("--extra-args", default="", help="more server flags, for every server")
     parser.add_argument("--servers", default="stock,sglang_deterministic,ours",
                         help="which configurations to run (comma-separated)")
+    parser.add_argument("--logit-scale", type=float, default=1.0,
+                        help="serve a copy of the model with lm_head multiplied by this (see above)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
 
-    common = ["--model-path", args.model_path, "--tp", str(args.tp), *args.extra_args.split()]
+    if args.model_path is None:
+        sys.path.insert(0, str(ROOT))
+        from sglang_tokenweave.tiny_model import tiny_model_path
+
+        args.model_path = str(tiny_model_path())
+    model_path = str(scaled_copy(args.model_path, args.logit_scale)) if args.logit_scale != 1.0 else args.model_path
+    common = ["--model-path", model_path, "--tp", str(args.tp), *args.extra_args.split()]
     fractions = [float(f) for f in args.fractions.split(",")]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     logs = args.out_dir / "logs"
@@ -223,8 +258,9 @@ def main() -> None:
             if baseline in base:
                 r[f"speedup_vs_{baseline}"] = r["throughput_tok_s"] / base[baseline]["throughput_tok_s"]
     card, short = card_name()
-    result = {"card": card, "gpus": args.tp, "versions": versions(),
-              "command": "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]),
+    model = Path(args.model_path).name + (f", lm_head scaled by {args.logit_scale:g}" if args.logit_scale != 1.0 else "")
+    result = {"card": card, "gpus": args.tp, "versions": versions(), "model": model,
+              "command": recorded_command(__file__, sys.argv[1:]),
               "rows": rows}
     out = args.out_dir / f"bench_determinism_{short}_tp{args.tp}.json"
     out.write_text(json.dumps(result, indent=2))

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from bench_command import recorded_command  # noqa: E402
 from bench_plot import pyplot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,7 +277,7 @@ def worker(rank, world, args, result_path):
             except Exception:  # noqa: BLE001
                 versions[pkg] = None
         result = {"card": torch.cuda.get_device_name(0), "gpus": world, "versions": versions,
-                  "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+                  "command": recorded_command(__file__, sys.argv[1:]),
                   "method": f"median of {args.replays} CUDA-graph replays x {args.iters} calls, "
                             "event-timed, slowest rank; ours_us = best config with <= 16 blocks",
                   "norm": norm_name, "rows": rows}

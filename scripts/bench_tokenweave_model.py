@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from bench_command import recorded_command  # noqa: E402
 from bench_plot import pyplot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def write_result(script: str, argv, args, card: str, method: str, status: dict, 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{Path(script).stem}_{card_slug(card)}_tp{args.tp}"
     result = {"card": card, "gpus": args.tp, "versions": versions(),
-              "command": "python " + " ".join([os.path.relpath(script, ROOT)] + (argv or sys.argv[1:])),
+              "command": recorded_command(script, argv or sys.argv[1:]),
               "model": f"Llama-3-70B layer shape, {args.layers} of 80 layers, dummy weights, bf16",
               "method": method, "overlay_status": status, "rows": rows}
     Path(f"{stem}.json").write_text(json.dumps(result, indent=1))

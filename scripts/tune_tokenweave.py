@@ -47,6 +47,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_command import recorded_command  # noqa: E402
 from trace_kernels import format_summary, load_kernels, summarize  # noqa: E402
 
 from sglang_tokenweave.tokenweave.synthetic import Stack, run_unfused, run_woven  # noqa: E402
@@ -232,7 +233,7 @@ def main(argv=None):
     table = TuningTable.load(args.output) if Path(args.output).exists() else TuningTable()
     meta = dict(table.meta)
     meta[f"tp{args.tp}_h{args.hidden}"] = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "command": recorded_command(__file__, argv if argv is not None else sys.argv[1:]),
         "torch": torch.__version__, "layers": args.layers, "seconds": round(time.time() - started),
         "timings_us": rows,
     }

@@ -39,6 +39,7 @@ class OverlayConfig:
     enable_deterministic_requests: bool = False
     deterministic_window: int = 32
     deterministic_verify_rows: int = 8
+    deterministic_lookahead_blocks: int = 1
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
     # verification must roll tokens back. Never set in production.
     deterministic_test_perturb_logits: float = 0.0
@@ -150,6 +151,14 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         help="Rows of the fixed-shape verification pass (default: %(default)s).",
     )
     det.add_argument(
+        "--deterministic-lookahead-blocks",
+        type=_in_range("--deterministic-lookahead-blocks", int, 1, 8),
+        default=OverlayConfig.deterministic_lookahead_blocks,
+        metavar="L",
+        help="Blocks of W tokens the fast path may run ahead of verification, so that passes "
+        "gather more requests' windows; at most B (default: %(default)s).",
+    )
+    det.add_argument(
         "--deterministic-test-perturb-logits",
         type=_in_range("--deterministic-test-perturb-logits", float, 0.0, 100.0),
         default=0.0,
@@ -174,7 +183,12 @@ def split_overlay_argv(argv: Sequence[str]) -> tuple[OverlayConfig, list[str]]:
 
     Bad values of our flags exit with status 2 and a message naming the flag (argparse).
     """
-    ns, rest = overlay_parser().parse_known_args(list(argv))
+    parser = overlay_parser()
+    ns, rest = parser.parse_known_args(list(argv))
+    if ns.deterministic_lookahead_blocks > ns.deterministic_verify_rows:
+        parser.error(f"--deterministic-lookahead-blocks ({ns.deterministic_lookahead_blocks}) must be at most "
+                     f"--deterministic-verify-rows ({ns.deterministic_verify_rows}): a request's L blocks "
+                     "are verified as L rows of one pass")
     return config_from_namespace(ns), rest
 
 

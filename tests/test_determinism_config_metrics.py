@@ -15,7 +15,8 @@ def test_defaults_agree_with_launcher_flags():
     assert (config.window, config.verify_rows, config.tokens_per_pass) == (16, 4, 64) and rest == ["--x"]
 
 
-@pytest.mark.parametrize("kwargs", [dict(window=0), dict(window=513), dict(verify_rows=0), dict(perturb_logits=-1.0)])
+@pytest.mark.parametrize("kwargs", [dict(window=0), dict(window=513), dict(verify_rows=0), dict(perturb_logits=-1.0),
+                                    dict(verify_rows=2, lookahead_blocks=3), dict(lookahead_blocks=0)])
 def test_out_of_range_values_are_rejected(kwargs):
     with pytest.raises(ValueError):
         DeterminismConfig(**kwargs)

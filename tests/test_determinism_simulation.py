@@ -49,17 +49,20 @@ requests = st.lists(
     reqs=requests,
     window=st.integers(1, 8),
     rows=st.integers(1, 4),
+    lookahead=st.integers(1, 3),
     error_rate=st.sampled_from([0.0, 0.2, 1.0]),
     data=st.data(),
 )
-def test_outputs_depend_on_request_alone(reqs, window, rows, error_rate, data):
+def test_outputs_depend_on_request_alone(reqs, window, rows, lookahead, error_rate, data):
+    lookahead = min(lookahead, rows)  # a replay of L blocks takes L rows of one pass
     metrics = DeterminismMetrics()
     choices = []  # (key, seed, prompt, state, arrival)
     for prompt, seed, n, max_new, arrival in reqs:
         seeds = [choice_seed(seed, i) for i in range(n)]
         assert len(set(seeds)) == n
         for s in seeds:
-            state = DeterministicRequest(len(prompt), window, max_new_tokens=max_new, stop_token_ids=[STOP])
+            state = DeterministicRequest(len(prompt), window, max_new_tokens=max_new, stop_token_ids=[STOP],
+                                         lookahead_blocks=lookahead)
             choices.append((len(choices), s, tuple(prompt), state, arrival))
 
     for step in range(10_000):
@@ -78,19 +81,21 @@ def test_outputs_depend_on_request_alone(reqs, window, rows, error_rate, data):
                 fast_finished = token == STOP or len(state.out) + 1 >= state.max_new_tokens
                 state.on_fast_token(token)
                 state.needs_verification(fast_finished)
-        by_key = {c[0]: c for c in live}
-        ready = [ReadyRequest(k, c[3].num_unverified) for k, c in by_key.items() if c[3].needs_verification()]
+        # As the glue does: a pass runs once some request cannot decode on, and then takes every
+        # request with a complete block (or everything, for those that cannot decode on).
+        due = {c[0]: (c, c[3].ready_tokens()) for c in live if c[3].ready_tokens()}
+        if not any(c[3].needs_verification() for c, _ in due.values()):
+            due = {}
+        ready = [ReadyRequest(k, c[3].num_replayed + n) for k, (c, n) in due.items()]
         for verify_pass in plan_verify_passes(ready, rows, window):
             assert len(verify_pass.rows) == rows and verify_pass.num_slots == rows * window
             metrics.on_pass(verify_pass.num_real_rows)
-            for row in verify_pass.rows:
-                if row.key is None:
-                    continue
-                _, seed, prompt, state, _ = by_key[row.key]
+            for key in dict.fromkeys(row.key for row in verify_pass.rows if row.key is not None):
+                (_, seed, prompt, state, _), n = due[key]
                 c = state.num_committed
-                answer = [model(seed, prompt, state.out[: c + j]) for j in range(row.num_tokens)]
-                answer += [-1] * row.num_padding  # padding rows carry junk; it must be ignored
-                metrics.on_commit(state.apply_verification(answer), tokens_verified=row.num_tokens)
+                answer = [model(seed, prompt, state.out[: c + j]) for j in range(n)]
+                answer += [-1] * window  # padding rows carry junk; it must be ignored
+                metrics.on_commit(state.apply_verification(answer, num_tokens=n), tokens_verified=n)
     else:
         raise AssertionError("the scheduler never finished")
 

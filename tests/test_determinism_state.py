@@ -50,6 +50,44 @@ def test_window_fills_then_verification_is_required():
         state.on_fast_token(4)
 
 
+def test_lookahead_decodes_past_a_complete_block_and_verifies_complete_blocks_first():
+    state = started(window=4, lookahead_blocks=2)  # C = 1: inputs out[0..] from position P
+    propose(state, [1, 2, 3])
+    assert state.ready_tokens() == 0 and state.can_decode()
+    state.on_fast_token(4)  # inputs out[0:4]: block 0 complete
+    assert state.ready_tokens() == 4 and state.can_decode() and not state.needs_verification()
+    propose(state, [5, 6])
+    assert state.ready_tokens() == 4  # block 1 is not complete
+    w = state.verify_window(state.ready_tokens())
+    assert w.proposed_ids == (1, 2, 3, 4) and w.block_rows(4) == (range(0, 4),)
+    r = state.apply_verification([1, 2, 3, 4], num_tokens=4)
+    assert r.committed_ids == (1, 2, 3, 4) and r.num_dropped == 0 and len(r.free_kv_positions) == 0
+    assert state.out == [100, 1, 2, 3, 4, 5, 6] and state.num_unverified == 2  # the tail is kept
+    assert r.output_len == 7 and r.kv_len == P + 6 and r.stream == range(1, 5)
+    assert state.num_replayed == 0 and state.ready_tokens() == 0  # block 1: inputs out[4:6]
+
+
+def test_lookahead_cannot_pass_its_last_block_and_a_mismatch_drops_later_blocks():
+    state = started(window=4, lookahead_blocks=2)
+    propose(state, [1, 2, 3, 4, 5, 6, 7, 8])
+    assert not state.can_decode() and state.needs_verification() and state.ready_tokens() == 8
+    w = state.verify_window()
+    assert w.block_rows(4) == (range(0, 4), range(4, 8))  # two rows, one per block
+    r = state.apply_verification([1, 9, 0, 0, 0, 0, 0, 0])  # row 0 disagrees at its second token
+    assert r.committed_ids == (1, 9) and r.num_dropped == 7 and r.num_accepted == 1
+    assert state.out == [100, 1, 9] and r.free_kv_positions == range(P + 2, P + 8)
+    assert state.num_replayed == 2 and state.ready_tokens() == 0
+
+
+def test_verify_window_checks_its_token_count():
+    state = started(window=4, lookahead_blocks=2)
+    propose(state, [1, 2])
+    with pytest.raises(ValueError):
+        state.verify_window(3)
+    with pytest.raises(ValueError):
+        DeterministicRequest(P, 4, lookahead_blocks=0)
+
+
 def test_window_replays_last_committed_and_unverified_tokens():
     state = started(window=3, first=100)
     propose(state, [1, 2, 3])

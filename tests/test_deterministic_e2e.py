@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 DET_ARGS = ["--enable-deterministic-requests", "--enable-metrics", "--deterministic-window", "4",
             "--deterministic-verify-rows", "4"]
 PERTURB = ["--deterministic-test-perturb-logits", "3.0"]
+LOOKAHEAD = ["--deterministic-lookahead-blocks", "2"]
 CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
 
 
@@ -110,9 +111,10 @@ def reference(server):
 # Class-scoped servers: each lives only while its class's tests run.
 @pytest.fixture(scope="class")
 def servers(tmp_path_factory, server, reference):
-    """A perturbed TP=1 server, the unperturbed reference and reference logprobs."""
+    """A perturbed TP=1 server that decodes up to 2 blocks ahead of verification, the
+    unperturbed reference (no lookahead) and reference logprobs."""
     logprobs = _det_output(server, (2, 2), logprobs=True)
-    perturbed = _start(tmp_path_factory, DET_ARGS + PERTURB)
+    perturbed = _start(tmp_path_factory, DET_ARGS + PERTURB + LOOKAHEAD)
     yield perturbed, reference, logprobs
     perturbed.kill()
 
@@ -216,7 +218,8 @@ class TestTp1:
 
 
 class TestTp1Perturbed:
-    """Fast-path logits perturbed: every window mismatches often, so rollbacks run constantly."""
+    """Fast-path logits perturbed: every window mismatches often, so rollbacks run constantly;
+    with 2 blocks of lookahead, the committed tokens are still those of the reference server."""
 
     def test_outputs_equal_the_unperturbed_reference(self, servers):
         server, reference, logprobs = servers

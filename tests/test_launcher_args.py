@@ -47,12 +47,22 @@ def test_tiny_model_is_the_default():
     ("--deterministic-window", "513", "--deterministic-window must be in [1, 512], got 513"),
     ("--deterministic-verify-rows", "-3", "--deterministic-verify-rows must be in [1, 256], got -3"),
     ("--tokenweave-comm-variant", "nvls", "invalid choice: 'nvls'"),
+    ("--deterministic-lookahead-blocks", "9", "--deterministic-lookahead-blocks must be in [1, 8], got 9"),
 ])
 def test_our_flags_are_range_checked(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         split_overlay_argv([flag, value])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_lookahead_may_not_exceed_the_verification_rows(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        split_overlay_argv(["--deterministic-verify-rows", "2", "--deterministic-lookahead-blocks", "3"])
+    assert exit_info.value.code == 2
+    assert "--deterministic-lookahead-blocks (3) must be at most --deterministic-verify-rows (2)" in capsys.readouterr().err
+    config, _ = split_overlay_argv(["--deterministic-verify-rows", "2", "--deterministic-lookahead-blocks", "2"])
+    assert config.deterministic_lookahead_blocks == 2
 
 
 def test_a_prefix_of_an_sglang_flag_is_not_taken_for_ours():
@@ -63,7 +73,8 @@ def test_a_prefix_of_an_sglang_flag_is_not_taken_for_ours():
 
 def test_config_round_trips_through_the_environment():
     config = OverlayConfig(enable_tokenweave=True, tokenweave_config="/a b/c.json", tokenweave_sm_budget=8,
-                           tokenweave_comm_variant="p2p", deterministic_verify_rows=4)
+                           tokenweave_comm_variant="p2p", deterministic_verify_rows=4,
+                           deterministic_lookahead_blocks=2)
     env = config_to_env(config)
     assert overlay_switched_on(env)
     assert config_from_env(env) == config

@@ -9,10 +9,17 @@ Choosing W (tokens per verification):
 Choosing B (rows per pass): the pass's shape is fixed, so a pass costs the same with one real
 row or B; a larger B verifies more requests per pass under load but wastes more padding when
 few deterministic requests run.
-The defaults (W=32, B=8: 256 tokens, a small extend pass) are provisional: they are to be
-confirmed by the deterministic-serving benchmark (throughput and latency of deterministic
-requests vs W and B at several deterministic fractions), which records its measurements in
-benchmarks/results/.
+Choosing L (lookahead blocks): with L = 1 a request stops at the end of each block until it is
+verified, so passes run as soon as any one request fills a block and rarely carry more than one
+row. With L > 1 it decodes on into the next block(s); a pass runs when some request cannot go on,
+and takes every request with a complete block. Fewer, fuller passes, at the price of more
+discarded tokens after a mismatch (later blocks are built on the wrong token) and of streaming
+in coarser steps.
+The defaults (W=32, B=8: 256 tokens, a small extend pass; L=1) are provisional. Measured so far
+(benchmarks/results/bench_determinism_*): on 2 H100s (TP2, tiny random model) with L=1 a pass
+carries about one request's row; on a 2-core CPU, L=2 cut the passes 2-2.4x at 10% and 50%
+deterministic traffic but rolled back twice the tokens and did not raise throughput, so L stays
+1 until the GPU benchmark says otherwise.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ DEFAULT_WINDOW = 32
 WINDOW_RANGE = (1, 512)
 DEFAULT_VERIFY_ROWS = 8
 VERIFY_ROWS_RANGE = (1, 256)
+DEFAULT_LOOKAHEAD_BLOCKS = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class DeterminismConfig:
     window: int = DEFAULT_WINDOW  # W: unverified tokens that trigger a verification
     verify_rows: int = DEFAULT_VERIFY_ROWS  # B: rows of every verification pass
+    lookahead_blocks: int = DEFAULT_LOOKAHEAD_BLOCKS  # L: blocks the fast path may run ahead
     # Test-only: standard deviation of Gaussian noise added to the fast path's logits of
     # deterministic requests, so that verification must roll back (0 = off; never in production).
     perturb_logits: float = 0.0
@@ -40,6 +49,10 @@ class DeterminismConfig:
         low, high = VERIFY_ROWS_RANGE
         if not low <= self.verify_rows <= high:
             raise ValueError(f"verify_rows must be in [{low}, {high}], got {self.verify_rows}")
+        if not 1 <= self.lookahead_blocks <= self.verify_rows:
+            # one request's replay of L blocks takes L rows of one pass
+            raise ValueError(f"lookahead_blocks must be in [1, verify_rows={self.verify_rows}], "
+                             f"got {self.lookahead_blocks}")
         if not self.perturb_logits >= 0.0:
             raise ValueError(f"perturb_logits must be >= 0, got {self.perturb_logits}")
 
@@ -54,5 +67,6 @@ class DeterminismConfig:
         return cls(
             window=flags.deterministic_window,
             verify_rows=flags.deterministic_verify_rows,
+            lookahead_blocks=flags.deterministic_lookahead_blocks,
             perturb_logits=flags.deterministic_test_perturb_logits,
         )

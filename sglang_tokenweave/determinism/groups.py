@@ -5,11 +5,13 @@ Every verification pass has the same shape whatever the load: exactly ``rows`` r
 splits) independent of traffic, so a request's committed tokens depend on its own content only.
 
 Rules (the passes are a function of the set of ready requests alone):
+- A request's replay may span several blocks (lookahead): it takes one row per block, and all
+  of its rows go in the same pass.
 - Selection: ready requests are taken oldest first (ascending ``key``, the request's arrival
-  number, unique), ``rows`` per pass, so no request waits behind newer ones.
-- Layout inside a pass: full windows (``num_tokens == window``) first, then partial windows
-  (``num_tokens < window``, requests the fast path finished early), each in ascending key; then
-  dummy rows up to ``rows``.
+  number, unique); a request whose rows do not fit in the current pass opens the next one, so
+  no request waits behind newer ones.
+- Layout inside a pass: full rows (``num_tokens == window``) first, then partial rows
+  (``num_tokens < window``), each in ascending (key, part); then dummy rows up to ``rows``.
 - Row r occupies token slots ``[r * window, (r + 1) * window)``: its real tokens first, then
   padding.
 """
@@ -23,7 +25,11 @@ from typing import Iterable, Optional
 @dataclasses.dataclass(frozen=True)
 class ReadyRequest:
     key: int  # arrival number: unique, and orders requests oldest first
-    num_tokens: int  # unverified tokens, 1..window
+    num_tokens: int  # the replay's inputs, from its block's start: one row per ``window`` of them
+
+    def row_lengths(self, window: int) -> list[int]:
+        full, rest = divmod(self.num_tokens, window)
+        return [window] * full + ([rest] if rest else [])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +37,7 @@ class VerifyRow:
     key: Optional[int]  # None for a dummy row
     num_tokens: int  # real tokens; 0 for a dummy row
     window: int
+    part: int = 0  # which of its request's rows (blocks), in order
 
     @property
     def kind(self) -> str:
@@ -77,16 +84,22 @@ def plan_verify_passes(
         if a.key == b.key:
             raise ValueError(f"request key {a.key} is ready twice")
     for r in ordered:
-        if not 1 <= r.num_tokens <= window:
-            raise ValueError(f"request {r.key} has {r.num_tokens} tokens to verify; window is {window}")
-    if max_passes is not None:
-        ordered = ordered[: max_passes * rows]
+        if not 1 <= r.num_tokens <= rows * window:
+            raise ValueError(f"request {r.key} has {r.num_tokens} tokens to verify; a pass holds "
+                             f"{rows} rows of {window}")
+    groups: list[list[VerifyRow]] = []
+    for r in ordered:
+        request_rows = [VerifyRow(r.key, n, window, part) for part, n in enumerate(r.row_lengths(window))]
+        if not groups or len(groups[-1]) + len(request_rows) > rows:
+            if max_passes is not None and len(groups) == max_passes:
+                break
+            groups.append([])
+        groups[-1].extend(request_rows)
     passes = []
-    for start in range(0, len(ordered), rows):
-        chosen = ordered[start : start + rows]
-        full = [r for r in chosen if r.num_tokens == window]
-        partial = [r for r in chosen if r.num_tokens < window]
-        layout = [VerifyRow(r.key, r.num_tokens, window) for r in full + partial]
+    for chosen in groups:
+        full = [row for row in chosen if row.num_tokens == window]
+        partial = [row for row in chosen if row.num_tokens < window]
+        layout = full + partial
         layout += [VerifyRow(None, 0, window)] * (rows - len(layout))
         passes.append(VerifyPass(tuple(layout), window))
     return passes

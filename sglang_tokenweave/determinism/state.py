@@ -8,8 +8,8 @@ verifier draw the same random number for it.
 Invariants, true between scheduler steps:
 - ``out[:C]`` is final: it came from the isolated prefill (``out[0]``) or from a verification
   pass, and only it is ever streamed, counted or checked for finishing.
-- 0 <= len(out) - C <= W: the fast path stops proposing at the end of the current block of W
-  inputs (see "aligned" below), so at most W tokens are unverified.
+- 0 <= len(out) - C <= L*W: the fast path stops proposing at the end of the L-th block of W
+  inputs from the current one (see "aligned" and "lookahead" below).
 - KV is held for positions ``[0, kv_len)`` with ``kv_len = P + len(out) - 1``: the newest
   token has no KV yet (it is the next step's input), as in a normal decode.
 
@@ -27,7 +27,17 @@ its request's block from the block's start, committed inputs of the block includ
 position and has the same length, whatever the history of rollbacks. Kernels reduce in an order
 that can depend on where a row starts (attention over prefix + row), so an unaligned replay
 could compute a position differently after a rollback than without one. The fast path
-therefore stops at the end of the current block: replayed + unverified <= W.
+therefore stops at the end of a block: replayed + unverified <= L*W.
+
+Lookahead (L blocks, default 1): with L > 1 the fast path goes on past a complete block while
+that block waits to be verified, so a pass can wait for more requests' windows without holding
+anyone up. A verification covers the complete blocks (``ready_tokens``), and every unverified
+token when the request cannot decode on; its row is cut into one row per block, each starting
+at its block's start. A pass that verifies some complete blocks and finds no mismatch keeps the
+unverified tokens after them; a mismatch drops everything after the corrected token, later
+blocks included. Since every row starts at its block's start and sees verifier-written KV
+before it, the committed tokens are the same for any L (rows of one request in one pass read
+the KV that the earlier rows write in the same layer, as a later pass would read it).
 
 Finish checks run on committed tokens only, token by token, in SGLang's order: length, then
 the caller's hook (stop strings), then stop token ids. A token that finishes the request is
@@ -105,6 +115,12 @@ class VerifyWindow:
         """Every input of the pass's row: replayed committed inputs, then the window's."""
         return self.replay_ids + self.input_ids
 
+    def block_rows(self, window: int) -> tuple[range, ...]:
+        """``row_ids`` cut at block boundaries: one verification row per block of ``window``
+        inputs (the row starts at a block's start, so the cuts fall every ``window`` inputs)."""
+        n = len(self.row_ids)
+        return tuple(range(start, min(start + window, n)) for start in range(0, n, window))
+
 
 @dataclasses.dataclass(frozen=True)
 class CommitResult:
@@ -114,7 +130,7 @@ class CommitResult:
     committed_ids: tuple[int, ...]  # newly committed tokens, in order
     num_dropped: int  # proposals removed from the output (a corrected one counts)
     free_kv_positions: range  # positions whose KV slots must be freed
-    output_len: int  # len(out) afterwards; equals the committed count
+    output_len: int  # len(out) afterwards: the committed count, plus any unverified tokens kept
     kv_len: int  # P + output_len - 1: the request's KV length afterwards
     stream: range  # output indices newly streamable (never ones the client already has)
     finish: Optional[Any]  # a FinishReason, the hook's object, or None (decoding goes on)
@@ -153,6 +169,7 @@ class DeterministicRequest:
         max_new_tokens: Optional[int] = None,
         stop_token_ids: Sequence[int] = (),
         finish_hook: Optional[FinishHook] = None,
+        lookahead_blocks: int = 1,
     ):
         if prompt_len < 1:
             raise ValueError(f"prompt_len must be >= 1, got {prompt_len}")
@@ -160,8 +177,11 @@ class DeterministicRequest:
             raise ValueError(f"window must be >= 1, got {window}")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or None, got {max_new_tokens}")
+        if lookahead_blocks < 1:
+            raise ValueError(f"lookahead_blocks must be >= 1, got {lookahead_blocks}")
         self.prompt_len = prompt_len
         self.window = window
+        self.lookahead_blocks = lookahead_blocks
         self.max_new_tokens = max_new_tokens
         self.stop_token_ids = frozenset(stop_token_ids)
         self.finish_hook = finish_hook
@@ -208,7 +228,7 @@ class DeterministicRequest:
         return (
             self.phase is Phase.DECODING
             and not self._fast_path_finished
-            and self.num_replayed + self.num_unverified < self.window
+            and self.num_replayed + self.num_unverified < self.lookahead_blocks * self.window
             and (self.max_new_tokens is None or len(self.out) < self.max_new_tokens)
         )
 
@@ -222,6 +242,16 @@ class DeterministicRequest:
             return False
         self._fast_path_finished |= finished_by_fast_path
         return not self.can_decode()
+
+    def ready_tokens(self) -> int:
+        """Unverified tokens the next verification covers: all of them when the request must
+        be verified (``needs_verification``), else those that complete a block (0: not due)."""
+        if self.phase is not Phase.DECODING or self.num_unverified == 0:
+            return 0
+        if not self.can_decode():
+            return self.num_unverified
+        inputs_end = self.num_committed - 1 + self.num_unverified  # one past the last input
+        return max(0, inputs_end // self.window * self.window - (self.num_committed - 1))
 
     # ---- transitions -------------------------------------------------------------------------
 
@@ -242,27 +272,33 @@ class DeterministicRequest:
             )
         self.out.append(token_id)
 
-    def verify_window(self) -> VerifyWindow:
+    def verify_window(self, num_tokens: Optional[int] = None) -> VerifyWindow:
+        """The replay verifying the first ``num_tokens`` unverified tokens (default: all)."""
         if self.phase is not Phase.DECODING or self.num_unverified == 0:
             raise InvalidTransition(f"nothing to verify (phase={self.phase.value})")
-        c, u, p = self.num_committed, self.num_unverified, self.prompt_len
+        c, p = self.num_committed, self.prompt_len
+        u = self.num_unverified if num_tokens is None else num_tokens
+        if not 1 <= u <= self.num_unverified:
+            raise ValueError(f"cannot verify {u} of {self.num_unverified} unverified tokens")
         return VerifyWindow(
             input_ids=tuple(self.out[c - 1 : c - 1 + u]),
             input_positions=tuple(range(p + c - 1, p + c - 1 + u)),
             sample_positions=tuple(range(p + c, p + c + u)),
-            proposed_ids=tuple(self.out[c:]),
+            proposed_ids=tuple(self.out[c : c + u]),
             replay_ids=tuple(self.out[c - 1 - self.num_replayed : c - 1]),
         )
 
     def apply_verification(
-        self, verifier_ids: Sequence[int], verifier_logprobs: Optional[Sequence[Any]] = None
+        self, verifier_ids: Sequence[int], verifier_logprobs: Optional[Sequence[Any]] = None,
+        num_tokens: Optional[int] = None,
     ) -> CommitResult:
-        """Commit what the verifier confirms (rows beyond the window's length are ignored).
+        """Commit what the verifier confirms of ``verify_window(num_tokens)`` (rows beyond the
+        window's length are ignored).
 
         ``verifier_logprobs``: per-row payloads (logprob, top logprobs, ...) stored with the
         committed tokens; None when logprobs were not requested.
         """
-        window = self.verify_window()
+        window = self.verify_window(num_tokens)
         u = window.num_tokens
         if len(verifier_ids) < u or (verifier_logprobs is not None and len(verifier_logprobs) < u):
             raise ValueError(f"verifier returned fewer than {u} rows")
@@ -271,10 +307,13 @@ class DeterministicRequest:
         c, old_len = self.num_committed, len(self.out)
         num_new = min(m + 1, u)
         self.out[c : c + num_new] = verified[:num_new]
-        del self.out[c + num_new :]
+        if m < u:  # a mismatch: what followed the corrected token was built on the wrong one
+            del self.out[c + num_new :]
         logprobs = list(verifier_logprobs[:num_new]) if verifier_logprobs is not None else [None] * num_new
         self._fast_path_finished = False
-        return self._commit(num_new, logprobs, num_accepted=m, num_dropped=old_len - c - m, old_len=old_len)
+        # Dropped proposals: the corrected one and all after it; none when every token agreed.
+        return self._commit(num_new, logprobs, num_accepted=m, num_dropped=old_len - c - m if m < u else 0,
+                            old_len=old_len)
 
     def retract(self) -> RestartPlan:
         """Forget everything but what the client already has; prefill again from the prompt."""
@@ -311,7 +350,6 @@ class DeterministicRequest:
                 num_dropped += len(self.out) - self.num_committed
                 del self.out[self.num_committed :]
                 break
-        assert len(self.out) == self.num_committed, "a commit leaves no unverified token"
         new_len = self.num_committed
         stream = range(max(start, self.num_streamed), max(new_len, self.num_streamed))
         self.num_streamed = max(self.num_streamed, new_len)
@@ -319,8 +357,8 @@ class DeterministicRequest:
             num_accepted=min(num_accepted, new_len - start),
             committed_ids=tuple(self.out[start:new_len]),
             num_dropped=num_dropped,
-            free_kv_positions=range(self.prompt_len + new_len - 1, self.prompt_len + old_len - 1),
-            output_len=new_len,
+            free_kv_positions=range(self.prompt_len + len(self.out) - 1, self.prompt_len + old_len - 1),
+            output_len=len(self.out),
             kv_len=self.kv_len,
             stream=stream,
             finish=self.finish,

@@ -99,6 +99,7 @@ def det_for(req) -> ReqDet:
             max_new_tokens=req.sampling_params.max_new_tokens,
             stop_token_ids=stop_token_ids(req),
             finish_hook=_stop_string_hook(req),
+            lookahead_blocks=rt.config.lookahead_blocks,
         )
         det = ReqDet(state=state, seed=int(seed), key=next(rt.arrivals))
         setattr(req, _STATE_ATTR, det)

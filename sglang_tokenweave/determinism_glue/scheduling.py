@@ -53,7 +53,8 @@ def prepare_scheduler(scheduler, server_args, *args, **kwargs):
         report.set_feature_status("deterministic_attention", False,
                                   f"backend {backend!r}: use --attention-backend triton")
     cfg = runtime().config
-    report.set_feature_status(FEATURE, True, f"window W={cfg.window}, verify rows B={cfg.verify_rows}")
+    report.set_feature_status(FEATURE, True, f"window W={cfg.window}, verify rows B={cfg.verify_rows}, "
+                                         f"lookahead blocks L={cfg.lookahead_blocks}")
     return None
 
 

@@ -1,10 +1,12 @@
 """The verification pass of deterministic requests, and applying its commit / rollback.
 
-Run by the scheduler between batches (eagerly: an EXTEND forward, never a CUDA graph), for
-every deterministic request of the running batch that has W unverified tokens or that the fast
-path finished. Each pass has the fixed shape B rows x W tokens (``groups.plan_verify_passes``):
-- a real row replays the request's window (``state.verify_window``) at its own KV slots, so
-  the committed tokens' KV is rewritten by the verifier;
+Run by the scheduler between batches (eagerly: an EXTEND forward, never a CUDA graph) once
+some deterministic request of the running batch cannot decode on (its L blocks of W tokens are
+full, or the fast path finished it); the passes then take every request with a complete block
+(``state.ready_tokens``). Each pass has the fixed shape B rows x W tokens
+(``groups.plan_verify_passes``):
+- a request's real rows, one per block, replay its window (``state.verify_window``) at its own
+  KV slots, so the committed tokens' KV is rewritten by the verifier;
 - padding tokens and dummy rows write to SGLang's reserved padding slot 0 (and dummy rows use
   the reserved padding row 0 of the request-to-token table), so they cost no KV memory;
 - every position is sampled with (seed, position) from the pass's logits.
@@ -36,26 +38,29 @@ PAD_REQ_ROW = 0  # SGLang's reserved request-to-token row for padded requests
 
 
 def due_requests(running_batch):
-    """(index, req, det) of the running batch's deterministic requests due for verification."""
-    due = []
+    """(index, req, det, tokens) of the running batch's deterministic requests with tokens
+    ready for verification, and whether any of them cannot decode on without one."""
+    due, blocked = [], False
     for i, req in enumerate(running_batch.reqs):
         if is_deterministic_req(req) and not req.finished():
             det = det_of(req)
-            if det is not None and det.state.needs_verification():
-                due.append((i, req, det))
-    return due
+            tokens = det.state.ready_tokens() if det is not None else 0
+            if tokens:
+                due.append((i, req, det, tokens))
+                blocked |= det.state.needs_verification()
+    return due, blocked
 
 
 def verify_due(scheduler, running_batch) -> None:
     if running_batch is None or running_batch.is_empty():
         return
-    due = due_requests(running_batch)
-    if not due:
+    due, blocked = due_requests(running_batch)
+    if not blocked:  # everyone can decode on: wait, so that the pass gathers more windows
         return
     config = runtime().config
-    by_key = {det.key: (i, req, det) for i, req, det in due}
-    # A row holds the block's replayed committed inputs and the unverified ones.
-    ready = [ReadyRequest(det.key, det.state.num_replayed + det.state.num_unverified) for _, _, det in due]
+    by_key = {det.key: (i, req, det, tokens) for i, req, det, tokens in due}
+    # A request's rows hold its block's replayed committed inputs, then the tokens to verify.
+    ready = [ReadyRequest(det.key, det.state.num_replayed + tokens) for _, _, det, tokens in due]
     for verify_pass in plan_verify_passes(ready, config.verify_rows, config.window):
         _run_pass(scheduler, running_batch, verify_pass, by_key)
 
@@ -69,26 +74,29 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     device = pool.device
     width = pool.req_to_token.shape[1]
     input_ids, out_loc, pool_rows, prefix_lens, seq_lens, sample_rows = [], [], [], [], [], []
-    windows, reqs = [], []
-    for row in verify_pass.rows:
+    windows, reqs = {}, []  # key -> (window, {part: flat slots of that row's inputs})
+    for r, row in enumerate(verify_pass.rows):
         if row.key is None:
             prefix, pool_row, ids, locs = 0, PAD_REQ_ROW, [PAD_TOKEN_ID] * window, [PAD_SLOT] * window
             pool.req_to_token[PAD_REQ_ROW, :window] = PAD_SLOT
-            windows.append(None)
             sample_rows += [RowParams(seed=0, position=j) for j in range(window)]
             reqs.append(None)
         else:
-            _, req, det = by_key[row.key]
-            w = det.state.verify_window()
-            u = len(w.row_ids)
-            prefix, pool_row = w.row_start, req.req_pool_idx
+            _, req, det, tokens = by_key[row.key]
+            if row.key not in windows:
+                windows[row.key] = (det.state.verify_window(tokens), {})
+            w, slots = windows[row.key]
+            block = w.block_rows(window)[row.part]
+            u = len(block)
+            prefix, pool_row = w.row_start + block.start, req.req_pool_idx
             if prefix + window > width:
                 raise RuntimeError(f"deterministic request {req.rid}: window beyond the context length")
             locs = pool.req_to_token[pool_row, prefix : prefix + u].tolist() + [PAD_SLOT] * (window - u)
-            pool.req_to_token[pool_row, prefix + u : prefix + window] = PAD_SLOT  # beyond its KV
-            ids = list(w.row_ids) + [PAD_TOKEN_ID] * (window - u)
-            windows.append(w)
-            # Row j samples the token after its input j, at position row_start + j + 1.
+            if row.part == len(w.block_rows(window)) - 1:  # beyond its KV (its last row only)
+                pool.req_to_token[pool_row, prefix + u : prefix + window] = PAD_SLOT
+            ids = list(w.row_ids[block.start : block.stop]) + [PAD_TOKEN_ID] * (window - u)
+            slots[row.part] = range(r * window, r * window + u)
+            # Row j samples the token after its input j, at position row start + j + 1.
             sample_rows += [row_params(req, det, prefix + 1 + j) for j in range(window)]
             reqs.append(req)
         input_ids += ids
@@ -140,17 +148,15 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
 
     rt = runtime()
     rt.metrics.on_pass(verify_pass.num_real_rows)
-    for r, row in enumerate(verify_pass.rows):
-        if row.key is None:
-            continue
-        i, req, det = by_key[row.key]
-        w = windows[r]
-        first = r * window + w.num_replayed  # rows before it re-derive committed tokens
+    for key, (w, slots) in windows.items():
+        i, req, det, tokens = by_key[key]
+        input_slots = [slot for part in sorted(slots) for slot in slots[part]]
+        token_slots = input_slots[w.num_replayed :]  # replayed inputs re-derive committed tokens
         committed_before = det.state.num_committed
-        result = det.state.apply_verification(verified[first : first + w.num_tokens])
-        rt.metrics.on_commit(result, tokens_verified=w.num_tokens)
+        result = det.state.apply_verification([verified[s] for s in token_slots], num_tokens=tokens)
+        rt.metrics.on_commit(result, tokens_verified=tokens)
         if req.return_logprob:
-            _set_logprobs(req, committed_before, result, logprobs, first)
+            _set_logprobs(req, committed_before, result, logprobs, token_slots)
         _apply(scheduler, running_batch, i, req, det, result)
     metrics_export.publish(rt.metrics)
 
@@ -166,20 +172,21 @@ def _logprobs(logits, plan, ids, reqs):
     return chosen, (top[0].tolist(), top[1].tolist()) if top is not None else None
 
 
-def _set_logprobs(req, committed_before, result, logprobs, first_slot) -> None:
-    """Replace the fast path's logprobs of the window by the verifier's."""
+def _set_logprobs(req, committed_before, result, logprobs, token_slots) -> None:
+    """Replace the fast path's logprobs of the window by the verifier's (``token_slots``: the
+    pass's slot of each verified token, in order)."""
     chosen, top = logprobs
     lp = req.logprob
-    n = len(result.committed_ids)
+    slots = token_slots[: len(result.committed_ids)]
     del lp.output_token_logprobs_val[committed_before:]
     del lp.output_token_logprobs_idx[committed_before:]
-    lp.output_token_logprobs_val.extend(chosen[first_slot : first_slot + n])
+    lp.output_token_logprobs_val.extend(chosen[slot] for slot in slots)
     lp.output_token_logprobs_idx.extend(result.committed_ids)
     if lp.top_logprobs_num > 0:
         k = lp.top_logprobs_num
         del lp.output_top_logprobs_val[committed_before:]
         del lp.output_top_logprobs_idx[committed_before:]
-        for slot in range(first_slot, first_slot + n):
+        for slot in slots:
             lp.output_top_logprobs_val.append(top[0][slot][:k])
             lp.output_top_logprobs_idx.append(top[1][slot][:k])
 
