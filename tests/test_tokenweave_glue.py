@@ -64,13 +64,16 @@ def test_plan_splits_only_eligible_extend_batches(mode, extend, prefix, tokens, 
     assert plan.num_tokens == tokens
 
 
-def test_defaults_split_from_1024_tokens():
+def test_defaults_split_from_the_default_threshold():
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
+    from sglang_tokenweave.overlap import DEFAULT_ALIGN
+    from sglang_tokenweave.overlap import DEFAULT_SPLIT_THRESHOLD as T
     from sglang_tokenweave.tokenweave.hooks import _plan, _setting
 
     state = _state(threshold=None)
-    small, large = [1000], [3000, 1000]
-    assert not _plan(state, _batch(ForwardMode.EXTEND, small, [0]), 1000, _setting(state, 1000), False).is_split
-    plan = _plan(state, _batch(ForwardMode.EXTEND, large, [0, 0]), 4000, _setting(state, 4000), False)
-    assert plan.cut == 2048
+    small, large = [T - 8], [T - 2000, 3000]
+    assert not _plan(state, _batch(ForwardMode.EXTEND, small, [0]), T - 8, _setting(state, T - 8), False).is_split
+    plan = _plan(state, _batch(ForwardMode.EXTEND, large, [0, 0]), T + 1000, _setting(state, T + 1000), False)
+    # cut near the middle, on the alignment grid
+    assert plan.is_split and plan.cut % DEFAULT_ALIGN == 0 and abs(plan.cut - (T + 1000) // 2) < DEFAULT_ALIGN
