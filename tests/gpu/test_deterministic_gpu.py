@@ -1,7 +1,7 @@
 """Deterministic requests on GPUs (run with ``pytest -m gpu``): the tiny model in bf16 at TP=1
-and TP=2, fast-path logits perturbed so that verification rolls back constantly, deterministic
-prompts sent alone and at concurrency 16 among other traffic: identical token ids every time,
-every KV slot free again afterwards."""
+and TP=2 (TP=2 also with 2 blocks of lookahead), fast-path logits perturbed so that verification
+rolls back constantly, deterministic prompts sent alone and at concurrency 16 among other
+traffic: identical token ids every time, every KV slot free again afterwards."""
 
 import concurrent.futures as cf
 import itertools
@@ -28,11 +28,13 @@ DET_ARGS = ["--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-
 CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["tp1", "tp2"])
+@pytest.fixture(scope="module", params=[(1, 1), (2, 1), (2, 2)], ids=["tp1", "tp2", "tp2-lookahead2"])
 def server(request, start_server):
-    if torch.cuda.device_count() < request.param:
-        pytest.skip(f"needs {request.param} CUDA GPUs")
-    return start_server(["--tp", str(request.param), *DET_ARGS], env=SAFE_ENV)
+    tp, lookahead = request.param
+    if torch.cuda.device_count() < tp:
+        pytest.skip(f"needs {tp} CUDA GPUs")
+    return start_server(["--tp", str(tp), *DET_ARGS, "--deterministic-lookahead-blocks", str(lookahead)],
+                        env=SAFE_ENV)
 
 
 def _det(server, case):
