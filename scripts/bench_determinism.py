@@ -266,6 +266,8 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     plot(rows, out.with_suffix(".png"))
     print(f"wrote {out}")
+    if model_path != args.model_path:  # the scaled copy
+        shutil.rmtree(model_path, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
             if prefix + window > width:
                 raise RuntimeError(f"deterministic request {req.rid}: window beyond the context length")
             locs = pool.req_to_token[pool_row, prefix : prefix + u].tolist() + [PAD_SLOT] * (window - u)
-            if row.part == len(w.block_rows(window)) - 1:  # beyond its KV (its last row only)
+            if block.stop == len(w.row_ids):  # beyond its KV (its last row only)
                 pool.req_to_token[pool_row, prefix + u : prefix + window] = PAD_SLOT
             ids = list(w.row_ids[block.start : block.stop]) + [PAD_TOKEN_ID] * (window - u)
             slots[row.part] = range(r * window, r * window + u)
