@@ -40,6 +40,10 @@ from bench_command import recorded_command
 from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from sglang_tokenweave.tiny_model import LLAMA_1B_SHAPE, TINY_LLAMA, write_tiny_model  # noqa: E402
+
+MODEL_SHAPES = {"tiny": TINY_LLAMA, "llama-1b": LLAMA_1B_SHAPE}
 # Multicast stays off on the shared GPU machines, in every process we start.
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
@@ -104,6 +108,28 @@ def scaled_copy(model_path: str, scale: float) -> Path:
     return target
 
 
+def bench_model(args) -> tuple[str, str, bool]:
+    """(path, how the model was made, whether the path is a temporary copy to remove)."""
+    scaled = f", lm_head scaled by {args.logit_scale:g}" if args.logit_scale != 1.0 else ""
+    if args.model_path:
+        name = Path(args.model_path).name
+        if scaled:
+            return str(scaled_copy(args.model_path, args.logit_scale)), name + scaled, True
+        return args.model_path, name, False
+    config = MODEL_SHAPES[args.model_shape]
+    target = Path(tempfile.mkdtemp(prefix="det-bench-model-"))
+    write_tiny_model(target, config, lm_head_scale=4.0 * args.logit_scale)
+    how = (f"{args.model_shape}: Llama, {config['num_hidden_layers']} layers, hidden {config['hidden_size']}, "
+           f"vocab {config['vocab_size']}, random weights written by sglang_tokenweave/tiny_model.py, "
+           f"{config['torch_dtype']}{scaled}")
+    return str(target), how, True
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    label, _, flags = text.partition(":")
+    return label, flags.split()
+
+
 def make_workload(n: int, det_fraction: float, seed: int, max_new_tokens: int) -> list[dict]:
     """Requests of the run; the deterministic ones are spread evenly through the list."""
     rng = random.Random(seed)
@@ -161,6 +187,8 @@ def measure(server: Server, work: list[dict], concurrency: int, solo_check: int)
         "identical": (sum(outputs[i] == s for i, s in zip(checked, solo)) / len(checked)) if checked else None,
         "rollback_rate": (delta.get("tokens_rolled_back", 0.0) / verified) if verified else None,
         "verification_passes": delta.get("verification_passes"),
+        # Share of the run's wall time spent in verification passes (the whole batch waits).
+        "verify_time_share": (delta["verification_seconds"] / wall) if "verification_seconds" in delta else None,
     }
 
 
@@ -177,8 +205,9 @@ def versions() -> dict:
     import torch
 
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return {"torch": torch.__version__, "sglang": sglang.__version__,
-            "sglang_tokenweave": sha.stdout.strip() or "uncommitted"}
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0
+    version = (sha.stdout.strip() or "unknown") + ("+uncommitted changes" if dirty else "")
+    return {"torch": torch.__version__, "sglang": sglang.__version__, "sglang_tokenweave": version}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -187,7 +216,10 @@ def plot(rows: list[dict], path: Path) -> None:
         return
     ours = [r for r in rows if r["server"] == "ours"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["det_fraction"] for r in ours], [r["throughput_tok_s"] for r in ours], "o-", label="ours")
+    for variant in dict.fromkeys(r["variant"] for r in ours):
+        mine = [r for r in ours if r["variant"] == variant]
+        ax.plot([r["det_fraction"] for r in mine], [r["throughput_tok_s"] for r in mine], "o-",
+                label=f"ours ({variant})")
     for r in rows:
         if r["server"] != "ours":
             ax.axhline(r["throughput_tok_s"], linestyle="--", label=r["server"], color="gray" if
@@ -204,7 +236,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", help="default: the built-in tiny Llama (random weights)")
+    parser.add_argument("--model-path", help="a checkpoint; default: a random-weight model of --model-shape")
+    parser.add_argument("--model-shape", choices=sorted(MODEL_SHAPES), default="tiny",
+                        help="tiny: the tests' model (2 layers, hidden 128); llama-1b: the same at ~1B params")
+    parser.add_argument("--ours-variant", action="append", type=parse_variant, metavar="LABEL:FLAGS",
+                        help="one 'ours' server per variant, with these extra flags (repeatable), e.g. "
+                             "'lookahead2:--deterministic-lookahead-blocks 2'; default: one, 'default:'")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--requests", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -216,58 +253,66 @@ def main() -> None:
                         help="which configurations to run (comma-separated)")
     parser.add_argument("--logit-scale", type=float, default=1.0,
                         help="serve a copy of the model with lm_head multiplied by this (see above)")
+    parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
 
-    if args.model_path is None:
-        sys.path.insert(0, str(ROOT))
-        from sglang_tokenweave.tiny_model import tiny_model_path
-
-        args.model_path = str(tiny_model_path())
-    model_path = str(scaled_copy(args.model_path, args.logit_scale)) if args.logit_scale != 1.0 else args.model_path
+    model_path, model_how, temporary = bench_model(args)
+    variants = args.ours_variant or [("default", [])]
     common = ["--model-path", model_path, "--tp", str(args.tp), *args.extra_args.split()]
     fractions = [float(f) for f in args.fractions.split(",")]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     logs = args.out_dir / "logs"
     logs.mkdir(exist_ok=True)
-    configs = [("stock", "sglang.launch_server", [], [0.0]),
-               ("sglang_deterministic", "sglang.launch_server", ["--enable-deterministic-inference"], [0.0]),
-               ("ours", "sglang_tokenweave.launch_server", ["--enable-deterministic-requests", "--enable-metrics"],
-                fractions)]
+    ours = ["--enable-deterministic-requests", "--enable-metrics"]
+    configs = [("stock", None, "sglang.launch_server", [], [0.0]),
+               ("sglang_deterministic", None, "sglang.launch_server", ["--enable-deterministic-inference"], [0.0])]
+    configs += [("ours", label, "sglang_tokenweave.launch_server", ours + flags, fractions) for label, flags in variants]
     wanted = set(args.servers.split(","))
     configs = [c for c in configs if c[0] in wanted]
-    rows = []
-    for name, module, flags, fracs in configs:
-        server = Server(module, common + flags, logs / f"{name}.log")
-        try:
-            for fraction in fracs:
-                work = make_workload(args.requests, fraction, seed=0, max_new_tokens=args.max_new_tokens)
-                row = {"server": name, "tp": args.tp, "det_fraction": fraction, "concurrency": args.concurrency,
-                       "max_new_tokens": args.max_new_tokens, **measure(server, work, args.concurrency,
-                                                                        args.solo_check)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        finally:
-            server.kill()
-
-    base = {r["server"]: r for r in rows if r["det_fraction"] == 0.0}
-    for r in rows:
-        if "ours" in base:
-            r["throughput_relative_to_nondet"] = r["throughput_tok_s"] / base["ours"]["throughput_tok_s"]
-        for baseline in ("stock", "sglang_deterministic"):
-            if baseline in base:
-                r[f"speedup_vs_{baseline}"] = r["throughput_tok_s"] / base[baseline]["throughput_tok_s"]
     card, short = card_name()
-    model = Path(args.model_path).name + (f", lm_head scaled by {args.logit_scale:g}" if args.logit_scale != 1.0 else "")
-    result = {"card": card, "gpus": args.tp, "versions": versions(), "model": model,
-              "command": recorded_command(__file__, sys.argv[1:]),
-              "rows": rows}
-    out = args.out_dir / f"bench_determinism_{short}_tp{args.tp}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = args.out_dir / f"bench_determinism_{short}_tp{args.tp}{'_' + args.tag if args.tag else ''}.json"
+    header = {"card": card, "gpus": args.tp, "versions": versions(), "model": model_how,
+              "command": recorded_command(__file__, sys.argv[1:])}
+    rows = []
+    try:
+        for name, variant, module, flags, fracs in configs:
+            log_name = name if variant is None else f"{name}_{variant}"
+            server = Server(module, common + flags, logs / f"{log_name}.log")
+            try:
+                for fraction in fracs:
+                    work = make_workload(args.requests, fraction, seed=0, max_new_tokens=args.max_new_tokens)
+                    row = {"server": name, "variant": variant, "flags": flags[len(ours):] if variant else [],
+                           "tp": args.tp, "det_fraction": fraction, "concurrency": args.concurrency,
+                           "max_new_tokens": args.max_new_tokens, **measure(server, work, args.concurrency,
+                                                                            args.solo_check)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    # After every row: a run cut short still leaves its finished rows.
+                    write_result(out, header, rows, complete=False)
+            finally:
+                server.kill()
+    finally:
+        if temporary:
+            shutil.rmtree(model_path, ignore_errors=True)
+    write_result(out, header, rows, complete=True)
     plot(rows, out.with_suffix(".png"))
     print(f"wrote {out}")
-    if model_path != args.model_path:  # the scaled copy
-        shutil.rmtree(model_path, ignore_errors=True)
+
+
+def write_result(out: Path, header: dict, rows: list[dict], complete: bool) -> None:
+    """The result file: ``header``, then ``rows`` with their ratios to the baselines present."""
+    base = {(r["server"], r["variant"]): r for r in rows if r["det_fraction"] == 0.0}
+    ours_base = next((r for (server, _), r in base.items() if server == "ours"), None)
+    for r in rows:
+        # Each variant against its own all-non-deterministic run (else the first variant's).
+        nondet = base.get(("ours", r["variant"]), ours_base)
+        if nondet is not None:
+            r["throughput_relative_to_nondet"] = r["throughput_tok_s"] / nondet["throughput_tok_s"]
+        for baseline in ("stock", "sglang_deterministic"):
+            if (baseline, None) in base:
+                r[f"speedup_vs_{baseline}"] = r["throughput_tok_s"] / base[(baseline, None)]["throughput_tok_s"]
+    out.write_text(json.dumps({**header, "complete": complete, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

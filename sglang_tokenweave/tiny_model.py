@@ -37,6 +37,11 @@ TINY_LLAMA = {
     "attention_bias": False,
     "mlp_bias": False,
 }
+# The same architecture at about 1B parameters (same tokenizer): for benchmarks where the tiny
+# model's step times, all host overhead on a GPU, would misstate what a real model pays.
+LLAMA_1B_SHAPE = {**TINY_LLAMA, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+                  "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+                  "torch_dtype": "bfloat16"}
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2, as the config says
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -87,14 +92,18 @@ def tiny_model_path() -> Path:
     return target
 
 
-def write_tiny_model(folder: Path) -> None:
+def write_tiny_model(folder: Path, config: dict = TINY_LLAMA, lm_head_scale: float = 4.0) -> None:
+    """Write a checkpoint of ``config`` (``TINY_LLAMA`` or a larger shape of it) with random
+    weights; ``lm_head_scale`` > 4 makes the token distributions peakier."""
+    if config["vocab_size"] != TINY_LLAMA["vocab_size"]:
+        raise ValueError("the tokenizer is trained for the tiny model's vocabulary size")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(TINY_LLAMA, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 1, "eos_token_id": 2, "do_sample": False})
     )
     _write_tokenizer(folder)
-    _write_weights(folder)
+    _write_weights(folder, config, lm_head_scale)
 
 
 def _write_tokenizer(folder: Path) -> None:
@@ -135,23 +144,23 @@ def _write_tokenizer(folder: Path) -> None:
     )
 
 
-def _write_weights(folder: Path) -> None:
+def _write_weights(folder: Path, c: dict, lm_head_scale: float) -> None:
     import torch
     from safetensors.torch import save_file
 
-    c = TINY_LLAMA
+    dtype = getattr(torch, c["torch_dtype"])
     hidden, inter, vocab = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
     q_size = c["num_attention_heads"] * c["head_dim"]
     kv_size = c["num_key_value_heads"] * c["head_dim"]
     gen = torch.Generator().manual_seed(SEED)
 
     def rand(*shape):  # scaled so activations stay O(1) through the layers
-        return (torch.randn(*shape, generator=gen) / shape[-1] ** 0.5).contiguous()
+        return (torch.randn(*shape, generator=gen) / shape[-1] ** 0.5).to(dtype).contiguous()
 
     def norm_weight():  # not all ones: a fused norm that drops the weight must fail the tests
-        return (1.0 + 0.1 * torch.randn(hidden, generator=gen)).contiguous()
+        return (1.0 + 0.1 * torch.randn(hidden, generator=gen)).to(dtype).contiguous()
 
-    tensors = {"model.embed_tokens.weight": torch.randn(vocab, hidden, generator=gen)}
+    tensors = {"model.embed_tokens.weight": torch.randn(vocab, hidden, generator=gen).to(dtype)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         tensors.update(
@@ -168,7 +177,7 @@ def _write_weights(folder: Path) -> None:
             }
         )
     tensors["model.norm.weight"] = norm_weight()
-    tensors["lm_head.weight"] = rand(vocab, hidden) * 4.0  # peakier logits than uniform noise
+    tensors["lm_head.weight"] = rand(vocab, hidden) * lm_head_scale  # peakier logits than uniform noise
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 

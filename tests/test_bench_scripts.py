@@ -1,5 +1,6 @@
 """Pure helpers of the benchmark scripts: the recorded command line and the scaled model copy."""
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -42,3 +43,48 @@ def test_scaled_copy_refuses_a_model_without_lm_head(tmp_path):
     save_file({"model.embed_tokens.weight": torch.zeros(4, 2)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(SystemExit, match="no lm_head.weight"):
         bench_determinism.scaled_copy(str(tmp_path), 2.0)
+
+
+def test_written_model_scales_its_output_projection_and_keeps_the_rest(tmp_path):
+    from sglang_tokenweave.tiny_model import TINY_LLAMA, write_tiny_model
+
+    write_tiny_model(tmp_path, TINY_LLAMA, lm_head_scale=8.0)
+    cached = load_file(str(tiny_model_path() / "model.safetensors"))
+    written = load_file(str(tmp_path / "model.safetensors"))
+    assert torch.equal(written["lm_head.weight"], cached["lm_head.weight"] * 2.0)  # 8 = 4 (default) x 2
+    assert all(torch.equal(written[k], cached[k]) for k in cached if k != "lm_head.weight")
+
+
+def test_written_model_takes_a_larger_shape_in_its_dtype(tmp_path):
+    from sglang_tokenweave.tiny_model import LLAMA_1B_SHAPE, TINY_LLAMA, write_tiny_model
+
+    shape = {**LLAMA_1B_SHAPE, "num_hidden_layers": 1, "intermediate_size": 256}  # small enough for a test
+    write_tiny_model(tmp_path, shape)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    assert weights["model.layers.0.self_attn.q_proj.weight"].shape == (16 * 128, 2048)
+    assert weights["model.layers.0.self_attn.k_proj.weight"].shape == (8 * 128, 2048)
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16}
+    assert "model.layers.1.mlp.up_proj.weight" not in weights
+    with pytest.raises(ValueError, match="vocabulary"):
+        write_tiny_model(tmp_path / "other", {**TINY_LLAMA, "vocab_size": 1024})
+
+
+def test_server_variants_parse_into_label_and_flags():
+    assert bench_determinism.parse_variant("lookahead2:--deterministic-lookahead-blocks 2") == (
+        "lookahead2", ["--deterministic-lookahead-blocks", "2"])
+    assert bench_determinism.parse_variant("default:") == ("default", [])
+
+
+def test_result_rows_compare_each_variant_with_its_own_non_deterministic_run(tmp_path):
+    def row(server, variant, fraction, tok_s):
+        return {"server": server, "variant": variant, "det_fraction": fraction, "throughput_tok_s": tok_s}
+
+    rows = [row("stock", None, 0.0, 100.0), row("ours", "a", 0.0, 80.0), row("ours", "a", 0.1, 40.0),
+            row("ours", "b", 0.0, 50.0), row("ours", "b", 0.1, 40.0), row("ours", "c", 0.1, 20.0)]
+    out = tmp_path / "r.json"
+    bench_determinism.write_result(out, {"card": "x"}, rows, complete=False)
+    saved = json.loads(out.read_text())
+    assert saved["card"] == "x" and saved["complete"] is False
+    relative = [r["throughput_relative_to_nondet"] for r in saved["rows"]]
+    assert relative == [1.25, 1.0, 0.5, 1.0, 0.8, 0.25]  # "c" has no 0% row: the first variant's
+    assert [r["speedup_vs_stock"] for r in saved["rows"]] == [1.0, 0.8, 0.4, 0.5, 0.4, 0.2]

@@ -3,7 +3,7 @@
 import pytest
 
 from sglang_tokenweave.config import OverlayConfig, split_overlay_argv
-from sglang_tokenweave.determinism.config import DeterminismConfig
+from sglang_tokenweave.determinism.config import DEFAULT_LOOKAHEAD_BLOCKS, DeterminismConfig
 from sglang_tokenweave.determinism.metrics import DeterminismMetrics
 from sglang_tokenweave.determinism.state import DeterministicRequest
 
@@ -13,6 +13,15 @@ def test_defaults_agree_with_launcher_flags():
     flags, rest = split_overlay_argv(["--deterministic-window", "16", "--deterministic-verify-rows", "4", "--x"])
     config = DeterminismConfig.from_flags(flags)
     assert (config.window, config.verify_rows, config.tokens_per_pass) == (16, 4, 64) and rest == ["--x"]
+
+
+def test_default_lookahead_never_exceeds_the_verification_rows():
+    assert DeterminismConfig().lookahead_blocks == DEFAULT_LOOKAHEAD_BLOCKS > 1
+    assert DeterminismConfig(verify_rows=1).lookahead_blocks == 1
+    flags, _ = split_overlay_argv(["--deterministic-verify-rows", "1"])  # no error about an unset L
+    assert DeterminismConfig.from_flags(flags).lookahead_blocks == 1
+    flags, _ = split_overlay_argv(["--deterministic-lookahead-blocks", "1"])
+    assert DeterminismConfig.from_flags(flags).lookahead_blocks == 1
 
 
 @pytest.mark.parametrize("kwargs", [dict(window=0), dict(window=513), dict(verify_rows=0), dict(perturb_logits=-1.0),
@@ -29,13 +38,14 @@ def test_metrics_count_commits_and_rollbacks():
     metrics.on_commit(state.on_prefill_token(1))
     for t in (2, 3, 4, 5):
         state.on_fast_token(t)
-    metrics.on_pass(real_rows=1)
+    metrics.on_pass(real_rows=1, seconds=0.25)
     metrics.on_commit(state.apply_verification([2, 9, 9, 9]), tokens_verified=4)
     metrics.on_restart()
     assert metrics.snapshot() == {
         "requests": 1,
         "verification_passes": 1,
         "verification_rows": 1,
+        "verification_seconds": 0.25,
         "tokens_verified": 4,
         "tokens_committed": 3,
         "tokens_rolled_back": 3,

@@ -12,6 +12,7 @@ class DeterminismMetrics:
     requests: int = 0  # deterministic choices admitted
     verification_passes: int = 0  # fixed-shape passes run
     verification_rows: int = 0  # real rows across those passes (<= passes * B)
+    verification_seconds: float = 0.0  # wall time of those passes (the whole batch waits on them)
     tokens_verified: int = 0  # proposals checked by a verifier
     tokens_committed: int = 0  # tokens committed (prefill and verification)
     tokens_rolled_back: int = 0  # proposals dropped
@@ -21,9 +22,10 @@ class DeterminismMetrics:
     def on_request(self) -> None:
         self.requests += 1
 
-    def on_pass(self, real_rows: int) -> None:
+    def on_pass(self, real_rows: int, seconds: float = 0.0) -> None:
         self.verification_passes += 1
         self.verification_rows += real_rows
+        self.verification_seconds += seconds
 
     def on_commit(self, result: CommitResult, tokens_verified: int = 0) -> None:
         """Record a CommitResult; ``tokens_verified`` is the window length (0 for a prefill)."""
@@ -35,5 +37,5 @@ class DeterminismMetrics:
     def on_restart(self) -> None:
         self.restarts += 1
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, float]:
         return dataclasses.asdict(self)

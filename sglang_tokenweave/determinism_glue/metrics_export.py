@@ -17,6 +17,7 @@ PREFIX = "sglang_tokenweave:deterministic_"
 COUNTERS = {
     "requests": ("requests", "Deterministic requests (choices) admitted."),
     "verification_passes": ("verification_passes", "Fixed-shape verification passes run."),
+    "verification_seconds": ("verification_seconds", "Wall time of verification passes (the batch waits)."),
     "tokens_verified": ("tokens_verified", "Fast-path tokens checked by a verification pass."),
     "tokens_rolled_back": ("tokens_rolled_back", "Fast-path tokens dropped by verification."),
     "rollback_events": ("rollback_events", "Verifications that dropped at least one token."),
@@ -25,7 +26,7 @@ COUNTERS = {
 
 _exporting = False
 _counters: dict = {}
-_exported: dict[str, int] = {}
+_exported: dict[str, float] = {}
 
 
 def init(scheduler) -> None:

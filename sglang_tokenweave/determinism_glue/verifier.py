@@ -16,6 +16,7 @@ The pass's shape, and so its kernels' reduction order, never depends on the load
 from __future__ import annotations
 
 import logging
+import time
 from array import array
 
 import torch
@@ -69,6 +70,7 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     from sglang.srt.managers.schedule_batch import ScheduleBatch
     from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 
+    started = time.perf_counter()
     window = verify_pass.window
     pool = scheduler.req_to_token_pool
     device = pool.device
@@ -144,10 +146,10 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
         plan = plan_sampling(sample_rows, logits.shape[1], device=logits.device)
         verified_ids = sample(logits, plan)
         logprobs = _logprobs(logits, plan, verified_ids, real_reqs)
-        verified = verified_ids.tolist()
+        verified = verified_ids.tolist()  # waits for the pass: the timing below includes it
 
     rt = runtime()
-    rt.metrics.on_pass(verify_pass.num_real_rows)
+    rt.metrics.on_pass(verify_pass.num_real_rows, time.perf_counter() - started)
     for key, (w, slots) in windows.items():
         i, req, det, tokens = by_key[key]
         input_slots = [slot for part in sorted(slots) for slot in slots[part]]
