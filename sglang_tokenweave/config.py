@@ -20,6 +20,8 @@ import os
 import shlex
 from typing import Sequence
 
+from sglang_tokenweave.determinism.config import DEFAULT_LOOKAHEAD_BLOCKS
+
 SWITCH_ENV = "SGLANG_TOKENWEAVE"
 ARGS_ENV = "SGLANG_TOKENWEAVE_ARGS"
 
@@ -39,7 +41,7 @@ class OverlayConfig:
     enable_deterministic_requests: bool = False
     deterministic_window: int = 32
     deterministic_verify_rows: int = 8
-    deterministic_lookahead_blocks: int = 1
+    deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
     # verification must roll tokens back. Never set in production.
     deterministic_test_perturb_logits: float = 0.0
@@ -156,7 +158,7 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         default=OverlayConfig.deterministic_lookahead_blocks,
         metavar="L",
         help="Blocks of W tokens the fast path may run ahead of verification, so that passes "
-        "gather more requests' windows; at most B (default: %(default)s).",
+        f"gather more requests' windows; at most B (default: {DEFAULT_LOOKAHEAD_BLOCKS}, or B if smaller).",
     )
     det.add_argument(
         "--deterministic-test-perturb-logits",
@@ -185,7 +187,8 @@ def split_overlay_argv(argv: Sequence[str]) -> tuple[OverlayConfig, list[str]]:
     """
     parser = overlay_parser()
     ns, rest = parser.parse_known_args(list(argv))
-    if ns.deterministic_lookahead_blocks > ns.deterministic_verify_rows:
+    lookahead = ns.deterministic_lookahead_blocks
+    if lookahead is not None and lookahead > ns.deterministic_verify_rows:
         parser.error(f"--deterministic-lookahead-blocks ({ns.deterministic_lookahead_blocks}) must be at most "
                      f"--deterministic-verify-rows ({ns.deterministic_verify_rows}): a request's L blocks "
                      "are verified as L rows of one pass")

@@ -15,11 +15,13 @@ row. With L > 1 it decodes on into the next block(s); a pass runs when some requ
 and takes every request with a complete block. Fewer, fuller passes, at the price of more
 discarded tokens after a mismatch (later blocks are built on the wrong token) and of streaming
 in coarser steps.
-The defaults (W=32, B=8: 256 tokens, a small extend pass; L=1) are provisional. Measured so far
-(benchmarks/results/bench_determinism_*): on 2 H100s (TP2, tiny random model) with L=1 a pass
-carries about one request's row; on a 2-core CPU, L=2 cut the passes 2-2.4x at 10% and 50%
-deterministic traffic but rolled back twice the tokens and did not raise throughput, so L stays
-1 until the GPU benchmark says otherwise.
+Defaults: W=32, B=8 (256 tokens, a small extend pass), L=2 (or B, if B is smaller). Measured
+(benchmarks/results/bench_determinism_h100_tp2_llama-1b*.json: 2 H100s, TP2, a 1B-parameter
+random-weight Llama, 512 requests x 128 tokens at concurrency 64): with L=1 a pass carries about
+one request's row and passes take 28% of the wall time at 10% deterministic traffic; L=2 cut the
+passes 2.5x (189 -> 77) and raised throughput 1.29x at 10%, 1.31x at 50%, 1.41x at 100%; L=4
+added little over L=2 (72 passes, +9% at 10%, within run-to-run noise) and rolled back more
+(35% of verified tokens vs 27%). On a 2-core CPU (tiny model, host-bound) L=2 did not help.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ DEFAULT_WINDOW = 32
 WINDOW_RANGE = (1, 512)
 DEFAULT_VERIFY_ROWS = 8
 VERIFY_ROWS_RANGE = (1, 256)
-DEFAULT_LOOKAHEAD_BLOCKS = 1
+DEFAULT_LOOKAHEAD_BLOCKS = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class DeterminismConfig:
     window: int = DEFAULT_WINDOW  # W: unverified tokens that trigger a verification
     verify_rows: int = DEFAULT_VERIFY_ROWS  # B: rows of every verification pass
-    lookahead_blocks: int = DEFAULT_LOOKAHEAD_BLOCKS  # L: blocks the fast path may run ahead
+    # L: blocks the fast path may run ahead; None: the default, or B if B is smaller
+    lookahead_blocks: int | None = None
     # Test-only: standard deviation of Gaussian noise added to the fast path's logits of
     # deterministic requests, so that verification must roll back (0 = off; never in production).
     perturb_logits: float = 0.0
@@ -49,6 +52,8 @@ class DeterminismConfig:
         low, high = VERIFY_ROWS_RANGE
         if not low <= self.verify_rows <= high:
             raise ValueError(f"verify_rows must be in [{low}, {high}], got {self.verify_rows}")
+        if self.lookahead_blocks is None:
+            object.__setattr__(self, "lookahead_blocks", min(DEFAULT_LOOKAHEAD_BLOCKS, self.verify_rows))
         if not 1 <= self.lookahead_blocks <= self.verify_rows:
             # one request's replay of L blocks takes L rows of one pass
             raise ValueError(f"lookahead_blocks must be in [1, verify_rows={self.verify_rows}], "
