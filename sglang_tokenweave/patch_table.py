@@ -110,7 +110,7 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         hook="sglang_tokenweave.determinism_glue.scheduling:prepare_scheduler",
         kind="before",
         feature="deterministic_requests",
-        why="turn off the overlap scheduler and mixed chunked prefill (logged): rollback needs each step's result before the next step",
+        why="turn off mixed chunked prefill (logged); keep the overlap scheduler, or turn it off where drain_results cannot serve it (logged)",
     ),
     PatchTarget(
         target="sglang.srt.managers.scheduler.Scheduler.__init__",
@@ -132,6 +132,13 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         kind="around",
         feature="deterministic_requests",
         why="run due verification passes (commit / roll back) before the next batch is chosen",
+    ),
+    PatchTarget(
+        target="sglang.srt.managers.scheduler.Scheduler.launch_batch_sample_if_needed",
+        hook="sglang_tokenweave.determinism_glue.scheduling:drain_results",
+        kind="after",
+        feature="deterministic_requests",
+        why="overlap loop: while a deterministic request is in flight, process each step's result before the next step is scheduled",
     ),
     PatchTarget(
         target="sglang.srt.managers.scheduler.Scheduler._get_new_batch_prefill_raw",

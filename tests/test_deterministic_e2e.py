@@ -97,8 +97,8 @@ def _assert_pool_idle(server):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """TP=1, deterministic requests on, no perturbation: the reference server."""
-    server = _start(tmp_path_factory, DET_ARGS)
+    """TP=1, deterministic requests on, no perturbation, no lookahead: the reference server."""
+    server = _start(tmp_path_factory, DET_ARGS + ["--deterministic-lookahead-blocks", "1"])
     yield server
     server.kill()
 
@@ -144,6 +144,7 @@ class TestTp1:
     def test_identical_at_concurrency_and_in_bursts(self, server, reference):
         _assert_identical_under_load(server, reference)
         assert metric(server, "verification_passes") > 0
+        assert metric(server, "verification_seconds") > 0
         assert metric(server, "tokens_verified") > 0
         assert metric(server, "requests") >= len(CASES) * 8  # the reference and the 7 loaded runs at least
         _assert_pool_idle(server)
@@ -209,11 +210,11 @@ class TestTp1:
         error = r.json()["error"]
         assert error["param"] == param and param in error["message"]
 
-    def test_overlap_scheduler_turned_off_is_reported(self, server):
+    def test_overlap_scheduler_kept_is_reported(self, server):
         for process in scheduler_reports(server):
             features = process["features"]
             assert features["deterministic_requests"]["active"] is True
-            assert features["overlap_schedule"]["active"] is False
+            assert features["overlap_schedule"]["active"] is True
             assert "deterministic" in features["overlap_schedule"]["reason"]
 
 

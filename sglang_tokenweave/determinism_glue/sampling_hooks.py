@@ -1,7 +1,8 @@
 """Seeded sampling of deterministic rows on the fast path, and full-window logits for the verifier.
 
-The scheduler (normal, non-overlapped loop) runs one batch at a time in this process: the
-rows of the next batch are noted just before ``run_batch`` and used by the sampler inside it.
+The scheduler launches one batch per loop iteration in this process (overlapped or not), and
+samples it in the same iteration: the rows of the batch are noted just before ``run_batch`` and
+used by the sampler inside it (or in SGLang's delayed sampling later in that iteration).
 A deterministic row is sampled by ``determinism.sampling`` keyed by (seed, position), the same
 function the verifier uses, so identical logits give identical tokens at any temperature.
 """

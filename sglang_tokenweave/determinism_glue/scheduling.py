@@ -1,7 +1,10 @@
 """Scheduler hooks of deterministic requests: what runs when, and what the client sees.
 
-- The overlap scheduler is turned off for the whole server (logged): its one-step lag between
-  sampling and result processing leaves no safe point to roll a request back.
+- The overlap scheduler stays on. Its one-step lag (a step's result is processed after the next
+  step is launched) leaves no safe point to roll a request back, so while a deterministic
+  request is in flight each step's result is processed right after the step, before the next
+  one is scheduled, as in SGLang's normal loop; other times the loop overlaps as in stock SGLang.
+  (PD disaggregation or pipeline parallelism: the overlap scheduler is turned off, logged.)
 - Prefill: a deterministic request is prefilled alone, without prefix-cache reuse and without
   inserting its KV into the shared cache (its prompt's KV must be its own isolated prefill's).
   Chunks are cut at fixed multiples of the chunk size, since the batch holds nothing else.
@@ -32,13 +35,21 @@ PINNED_ATTENTION = ("triton", "torch_native")
 
 
 def prepare_scheduler(scheduler, server_args, *args, **kwargs):
-    """Before-hook on ``Scheduler.__init__``: turn the overlap scheduler off, saying why."""
+    """Before-hook on ``Scheduler.__init__``: say how the overlap scheduler serves deterministic
+    requests (or turn it off where its loop is not the one ``drain_results`` knows)."""
     if not server_args.disable_overlap_schedule:
-        server_args.override(SOURCE, disable_overlap_schedule=True)
-        logger.warning("sglang-tokenweave: overlap scheduler turned off for the whole server: "
-                       "deterministic requests roll tokens back, which needs each step's result "
-                       "before the next step is scheduled")
-        report.set_feature_status("overlap_schedule", False, "turned off by --enable-deterministic-requests")
+        if server_args.disaggregation_mode != "null" or server_args.pp_size > 1:
+            server_args.override(SOURCE, disable_overlap_schedule=True)
+            logger.warning("sglang-tokenweave: overlap scheduler turned off for the whole server: "
+                           "deterministic requests roll tokens back, which needs each step's result "
+                           "before the next step is scheduled")
+            report.set_feature_status("overlap_schedule", False, "turned off by --enable-deterministic-requests "
+                                      "(PD disaggregation or pipeline parallelism)")
+        else:
+            logger.info("sglang-tokenweave: overlap scheduler kept; while a deterministic request is in "
+                        "flight, each step's result is processed before the next step is scheduled")
+            report.set_feature_status("overlap_schedule", True, "synchronous steps while deterministic "
+                                      "requests are in flight")
     if server_args.enable_mixed_chunk:
         server_args.override(SOURCE, enable_mixed_chunk=False)
         logger.warning("sglang-tokenweave: mixed chunked prefill turned off: a deterministic "
@@ -65,9 +76,34 @@ def start_metrics(result, scheduler, *args, **kwargs):
 
 
 def verify_before_scheduling(original, scheduler, running_batch, last_batch, *args, **kwargs):
-    """Around-hook on ``Scheduler.get_next_batch_to_run``."""
-    verify_due(scheduler, running_batch)
-    return original(scheduler, running_batch, last_batch, *args, **kwargs)
+    """Around-hook on ``Scheduler.get_next_batch_to_run``: verification runs only when every
+    step's result has been processed (always, in the normal loop; see ``drain_results``)."""
+    queue = getattr(scheduler, "result_queue", None)  # the overlap loop's unprocessed steps
+    if not queue:
+        verify_due(scheduler, running_batch)
+    plan = original(scheduler, running_batch, last_batch, *args, **kwargs)
+    if queue is not None and not queue:
+        # The overlap loop processes "the last batch" after launching the next one, but
+        # drain_results processed it already: it must not pop an empty queue.
+        scheduler.last_batch = None
+    return plan
+
+
+def drain_results(result, scheduler, batch_result, cur_batch, *args, **kwargs):
+    """After-hook on ``Scheduler.launch_batch_sample_if_needed`` (the overlap loop's last step
+    with the launched batch): while a deterministic request is in flight, process the step's
+    result now, so the next verification and scheduling see it, as in SGLang's normal loop."""
+    queue = getattr(scheduler, "result_queue", None)
+    if queue and _deterministic_in_flight(scheduler, cur_batch):
+        while queue:
+            step_batch, step_result = queue.popleft()
+            scheduler.process_batch_result(step_batch, step_result)
+    return None
+
+
+def _deterministic_in_flight(scheduler, cur_batch) -> bool:
+    return any(batch is not None and any(is_deterministic_req(r) for r in batch.reqs)
+               for batch in (cur_batch, scheduler.running_batch))
 
 
 def isolate_deterministic_prefill(original, scheduler, *args, **kwargs):
