@@ -5,16 +5,22 @@ For each configuration a server is started, warmed up, loaded with the same requ
 - ``stock``: plain ``sglang.launch_server`` (all requests non-deterministic);
 - ``sglang_deterministic``: ``sglang.launch_server --enable-deterministic-inference``;
 - ``ours``: ``sglang_tokenweave.launch_server --enable-deterministic-requests`` at deterministic
-  fractions 0, 0.1, 0.5 and 1.0 of the requests.
-Every deterministic request of the loaded runs is compared with its solo run (``identical``),
-and the rollback rate (tokens rolled back / tokens verified, from /metrics) is reported with
-every row: random-weight models give flat token distributions and many more mismatches than
-trained models. ``--logit-scale K`` serves a copy of the model with its output projection
-multiplied by K: peakier token distributions, closer to a trained model's, and so fewer near-ties
-for the fast path and the verifier to break differently (the JSON says how the model was made).
-Output: benchmarks/results/bench_determinism_<card>_tp<N>.json and .png.
+  fractions 0, 0.1, 0.5 and 1.0 of the requests; one server per ``--ours-variant`` (extra flags,
+  e.g. another lookahead), each compared with its own all-non-deterministic run.
+The model is a random-weight Llama written for the run (``--model-shape``: ``tiny``, the tests'
+model, all host overhead on a GPU; ``llama-1b``, the same architecture at ~1B parameters) unless
+``--model-path`` names a checkpoint. Every deterministic request of the loaded runs is compared
+with its solo run (``identical``), and the rollback rate (tokens rolled back / tokens verified,
+from /metrics) is reported with every row: random-weight models give flat token distributions
+and many more mismatches than trained models. ``--logit-scale K`` multiplies the output
+projection by K (a written model is written so; a checkpoint is served as a scaled copy): peakier
+token distributions, closer to a trained model's, and so fewer near-ties for the fast path and
+the verifier to break differently (the JSON says how the model was made).
+Each row also gives the share of wall time spent in verification passes. Output:
+benchmarks/results/bench_determinism_<card>_tp<N>[_<tag>].json and .png, rewritten after every row.
 
-    python scripts/bench_determinism.py --tp 2 [--model-path <model>] [--logit-scale 8]
+    python scripts/bench_determinism.py --tp 2 --model-shape llama-1b --logit-scale 2 \
+        --ours-variant default: --ours-variant "lookahead4:--deterministic-lookahead-blocks 4"
 """
 
 from __future__ import annotations
