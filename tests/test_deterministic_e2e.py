@@ -120,6 +120,14 @@ def servers(tmp_path_factory, server, reference):
 
 
 @pytest.fixture(scope="class")
+def normal_loop_server(tmp_path_factory):
+    """Perturbed, with SGLang's normal (non-overlapped) scheduler loop and the default lookahead."""
+    server = _start(tmp_path_factory, DET_ARGS + PERTURB + ["--disable-overlap-schedule"])
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="class")
 def tp2_server(tmp_path_factory):
     server = _start(tmp_path_factory, ["--tp", "2", *DET_ARGS, *PERTURB], env={"SGLANG_TEST_RETRACT": "1"})
     yield server
@@ -242,6 +250,17 @@ class TestTp1Perturbed:
             seen = ids if ids[: len(seen)] == seen and len(ids) >= len(seen) else seen + ids
             assert reference[(2, 1)][: len(seen)] == seen
         assert seen == reference[(2, 1)]
+
+
+class TestTp1PerturbedNormalLoop:
+    """The overlap scheduler switched off by the user: the same committed tokens."""
+
+    def test_outputs_equal_the_unperturbed_reference(self, normal_loop_server, reference):
+        server = normal_loop_server
+        assert _solo(server) == reference
+        _assert_identical_under_load(server, reference)
+        assert metric(server, "rollback_events") > 0
+        _assert_pool_idle(server)
 
 
 class TestTp2PerturbedWithRetraction:
