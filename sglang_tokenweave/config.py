@@ -20,7 +20,13 @@ import os
 import shlex
 from typing import Sequence
 
-from sglang_tokenweave.determinism.config import DEFAULT_LOOKAHEAD_BLOCKS
+from sglang_tokenweave.determinism.config import (
+    DEFAULT_LOOKAHEAD_BLOCKS,
+    DEFAULT_VERIFY_ROWS,
+    DEFAULT_WINDOW,
+    VERIFY_ROWS_RANGE,
+    WINDOW_RANGE,
+)
 
 SWITCH_ENV = "SGLANG_TOKENWEAVE"
 ARGS_ENV = "SGLANG_TOKENWEAVE_ARGS"
@@ -39,8 +45,8 @@ class OverlayConfig:
     # identity (wrong outputs), the no-communication bound of bench_tokenweave_model.py.
     tokenweave_bench_skip_allreduce: bool = False
     enable_deterministic_requests: bool = False
-    deterministic_window: int = 32
-    deterministic_verify_rows: int = 8
+    deterministic_window: int = DEFAULT_WINDOW
+    deterministic_verify_rows: int = DEFAULT_VERIFY_ROWS
     deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
     # verification must roll tokens back. Never set in production.
@@ -140,14 +146,14 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--deterministic-window",
-        type=_in_range("--deterministic-window", int, 1, 512),
+        type=_in_range("--deterministic-window", int, *WINDOW_RANGE),
         default=OverlayConfig.deterministic_window,
         metavar="W",
         help="Unverified tokens after which a deterministic request is verified (default: %(default)s).",
     )
     det.add_argument(
         "--deterministic-verify-rows",
-        type=_in_range("--deterministic-verify-rows", int, 1, 256),
+        type=_in_range("--deterministic-verify-rows", int, *VERIFY_ROWS_RANGE),
         default=OverlayConfig.deterministic_verify_rows,
         metavar="B",
         help="Rows of the fixed-shape verification pass (default: %(default)s).",

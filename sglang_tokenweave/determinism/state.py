@@ -29,7 +29,7 @@ that can depend on where a row starts (attention over prefix + row), so an unali
 could compute a position differently after a rollback than without one. The fast path
 therefore stops at the end of a block: replayed + unverified <= L*W.
 
-Lookahead (L blocks, default 1): with L > 1 the fast path goes on past a complete block while
+Lookahead (L blocks; the server's default is 2): with L > 1 the fast path goes on past a complete block while
 that block waits to be verified, so a pass can wait for more requests' windows without holding
 anyone up. A verification covers the complete blocks (``ready_tokens``), and every unverified
 token when the request cannot decode on; its row is cut into one row per block, each starting
