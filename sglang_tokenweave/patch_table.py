@@ -110,7 +110,7 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         hook="sglang_tokenweave.determinism_glue.scheduling:prepare_scheduler",
         kind="before",
         feature="deterministic_requests",
-        why="turn off mixed chunked prefill (logged); keep the overlap scheduler, or turn it off where drain_results cannot serve it (logged)",
+        why="turn off mixed chunked prefill (logged); keep the overlap scheduler, or turn it off where its loop is not SGLang's event_loop_overlap (logged)",
     ),
     PatchTarget(
         target="sglang.srt.managers.scheduler.Scheduler.__init__",
@@ -131,14 +131,7 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         hook="sglang_tokenweave.determinism_glue.scheduling:verify_before_scheduling",
         kind="around",
         feature="deterministic_requests",
-        why="run due verification passes (commit / roll back) before the next batch is chosen",
-    ),
-    PatchTarget(
-        target="sglang.srt.managers.scheduler.Scheduler.launch_batch_sample_if_needed",
-        hook="sglang_tokenweave.determinism_glue.scheduling:drain_results",
-        kind="after",
-        feature="deterministic_requests",
-        why="overlap loop: while a deterministic request is in flight, process each step's result before the next step is scheduled",
+        why="run due verification passes (commit / roll back) before the next batch is chosen; in the overlap loop, process the steps in flight first, only when a pass is due",
     ),
     PatchTarget(
         target="sglang.srt.managers.scheduler.Scheduler._get_new_batch_prefill_raw",

@@ -50,6 +50,30 @@ def test_window_fills_then_verification_is_required():
         state.on_fast_token(4)
 
 
+def test_blocked_after_counts_the_proposals_in_flight():
+    # The overlap scheduler launches a step before the previous one is processed: whether the
+    # request may go into the next step depends on the proposals still in flight.
+    state = started(window=3)
+    state.on_fast_token(1)
+    assert state.can_decode(1) and not state.blocked_after(1)  # 2 of 3 once it arrives
+    state.on_fast_token(2)
+    assert state.can_decode() and not state.blocked_after(0)
+    assert not state.can_decode(1) and state.blocked_after(1)  # the block is full once it arrives
+    limited = started(window=8, max_new_tokens=3)  # out = [100]
+    assert not limited.blocked_after(1) and limited.blocked_after(2)  # length 3 reached
+    fresh = DeterministicRequest(P, 4)
+    assert not fresh.blocked_after(1)  # the isolated prefill's token is committed, not verified
+    fresh.on_prefill_token(7)
+    assert not fresh.blocked_after(0)  # nothing unverified, room to decode
+
+
+def test_a_fast_path_finish_blocks_the_request_whatever_is_in_flight():
+    state = started(window=8)
+    state.on_fast_token(1)
+    state.needs_verification(finished_by_fast_path=True)
+    assert not state.can_decode() and state.blocked_after(0) and state.blocked_after(1)
+
+
 def test_lookahead_decodes_past_a_complete_block_and_verifies_complete_blocks_first():
     state = started(window=4, lookahead_blocks=2)  # C = 1: inputs out[0..] from position P
     propose(state, [1, 2, 3])

@@ -149,6 +149,12 @@ class TestTp1:
         # different seeds really sample differently
         assert reference[(1, 1)] != reference[(1, 2)]
 
+    def test_unperturbed_fast_path_rarely_rolls_back(self, server, reference):
+        # The fast path samples each token with the verifier's (seed, position) key; a wrong
+        # position would make nearly every sampled (temperature 0.8) token mismatch.
+        verified, rolled_back = metric(server, "tokens_verified"), metric(server, "tokens_rolled_back")
+        assert verified > 0 and rolled_back <= 0.1 * verified
+
     def test_identical_at_concurrency_and_in_bursts(self, server, reference):
         _assert_identical_under_load(server, reference)
         assert metric(server, "verification_passes") > 0
@@ -182,6 +188,8 @@ class TestTp1:
         assert 1 <= len(out) <= first + 1 and out == reference[(0, 1)][: len(out)]
         assert body["meta_info"]["finish_reason"]["type"] == "stop"
         assert body["meta_info"]["finish_reason"]["matched"] == out[-1]
+        # The overlap loop found the fast path's stop one step late: that step's slot is free too.
+        _assert_pool_idle(server)
 
     def test_openai_seed_and_choices(self, server):
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")

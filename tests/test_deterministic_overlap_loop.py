@@ -1,71 +1,108 @@
-"""The overlap loop's bookkeeping while deterministic requests are in flight, on a stand-in
-scheduler that replays SGLang's ``event_loop_overlap`` order of calls (no server needed)."""
+"""The overlap loop's bookkeeping around verification passes, on a stand-in scheduler that
+replays SGLang's ``event_loop_overlap`` order of calls (no server needed)."""
 
 from collections import deque
 from types import SimpleNamespace
 
+from sglang_tokenweave.determinism.state import DeterministicRequest
 from sglang_tokenweave.determinism_glue import scheduling
 from sglang_tokenweave.determinism_glue.markers import DETERMINISTIC_KEY
 
+WINDOW = 3
 
-def _req(deterministic):
+
+def _req(name, deterministic):
     custom = {DETERMINISTIC_KEY: True} if deterministic else None
-    return SimpleNamespace(sampling_params=SimpleNamespace(custom_params=custom))
+    req = SimpleNamespace(name=name, sampling_params=SimpleNamespace(custom_params=custom), finished=lambda: False)
+    if deterministic:
+        req.state = DeterministicRequest(4, WINDOW)
+        req.state.on_prefill_token(1)
+    return req
 
 
 class LoopStandIn:
-    """Calls the hooks in the order of SGLang 0.5.17's overlap loop; records what ran when."""
+    """Calls the hooks in the order of SGLang 0.5.17's overlap loop; records what ran when.
+    A processed decode step gives each deterministic request one proposal; a pass commits all."""
 
     def __init__(self, monkeypatch):
         self.result_queue = deque()
         self.last_batch = None
-        self.running_batch = None
         self.events = []
-        monkeypatch.setattr(scheduling, "verify_due", lambda s, rb: self.events.append("verify"))
+        monkeypatch.setattr(scheduling, "det_of", lambda req: req)
+        monkeypatch.setattr(scheduling, "verify_due", self.verify)
+
+    def verify(self, scheduler, running_batch):
+        for req in running_batch.reqs if running_batch else ():
+            state = getattr(req, "state", None)
+            if state is not None and state.needs_verification():
+                self.events.append(f"verify {req.name}")
+                window = state.verify_window()
+                state.apply_verification(window.proposed_ids)
 
     def process_batch_result(self, batch, result):
         self.events.append(f"process {batch.name}")
+        for req in batch.reqs:
+            if hasattr(req, "state"):
+                if req.state.can_decode():
+                    req.state.on_fast_token(7)
+                else:  # launched past a fast-path finish: dropped, as finish_on_committed does
+                    self.events.append(f"drop {req.name}")
 
     def step(self, batch):
         def choose(scheduler, running_batch, last_batch):
             return batch
 
-        batch = scheduling.verify_before_scheduling(choose, self, self.running_batch, self.last_batch)
+        batch = scheduling.verify_before_scheduling(choose, self, batch, self.last_batch)
+        disable_overlap = False  # what is_disable_overlap_for_batch says for decode batches
         if batch is not None:
-            self.running_batch = batch
             self.events.append(f"run {batch.name}")
             self.result_queue.append((batch, None))
-        if self.last_batch:  # the loop's "process the last batch" (overlap on for this batch)
+        if self.last_batch and not disable_overlap:  # the loop's "process the last batch"
             self.process_batch_result(*self.result_queue.popleft())
-        scheduling.drain_results(None, self, None, batch)
         self.last_batch = batch
 
 
-def _batch(name, *deterministic):
-    return SimpleNamespace(name=name, reqs=[_req(d) for d in deterministic])
+def _decode(name, *reqs):
+    return SimpleNamespace(name=name, reqs=list(reqs), forward_mode=SimpleNamespace(is_decode=lambda: True))
 
 
-def test_steps_are_synchronous_only_while_a_deterministic_request_runs(monkeypatch):
+def test_steps_overlap_and_synchronize_only_before_a_pass(monkeypatch):
     loop = LoopStandIn(monkeypatch)
-    loop.step(_batch("a", False))
-    loop.step(_batch("b", False))
-    assert loop.events == ["verify", "run a", "run b", "process a"]  # overlapped: b runs before a is processed
-    loop.events.clear()
-    loop.step(_batch("c", False, True))  # a deterministic request joins
-    loop.step(_batch("d", False, True))
-    # c's own result is processed in its step; each later step starts with nothing pending, so
-    # verification runs and sees every token
-    assert loop.events == ["run c", "process b", "process c", "verify", "run d", "process d"]
-    loop.events.clear()
-    loop.step(_batch("e", False))  # the deterministic request left: overlap resumes
-    loop.step(_batch("f", False))
-    assert loop.events == ["verify", "run e", "run f", "process e"]
+    det, other = _req("det", True), _req("other", False)
+    for name in "abcdefg":
+        loop.step(_decode(name, other, det))
+    # det proposes one token per processed step; its block of 3 is full once c's token arrives,
+    # which is known while c is in flight: d waits for c, the pass runs, then d is launched.
+    assert loop.events == [
+        "run a",
+        "run b", "process a",
+        "run c", "process b",
+        "process c", "verify det", "run d",  # synchronized: c processed before d is chosen
+        "run e",  # d's step was launched after the pass, and is processed after e's launch
+        "process d",
+        "run f", "process e",
+        "process f", "verify det", "run g",
+    ]
+    assert det.state.num_committed == 7 and not det.state.needs_verification()
 
 
-def test_an_idle_step_after_synchronous_ones_pops_nothing(monkeypatch):
+def test_without_deterministic_requests_nothing_waits(monkeypatch):
     loop = LoopStandIn(monkeypatch)
-    loop.step(_batch("a", True))
-    loop.running_batch = None  # it finished
+    other = _req("other", False)
+    for name in "abc":
+        loop.step(_decode(name, other))
     loop.step(None)
-    assert loop.events == ["verify", "run a", "process a", "verify"]
+    assert loop.events == ["run a", "run b", "process a", "run c", "process b", "process c"]
     assert not loop.result_queue
+
+
+def test_a_fast_path_finish_found_late_synchronizes_at_the_next_step(monkeypatch):
+    loop = LoopStandIn(monkeypatch)
+    det = _req("det", True)
+    loop.step(_decode("a", det))
+    loop.step(_decode("b", det))  # a is processed after b is launched
+    det.state.needs_verification(finished_by_fast_path=True)  # a's token was, say, an EOS
+    loop.events.clear()
+    loop.step(_decode("c", det))
+    # b was launched before a's finish was known: its token is dropped, then the pass runs
+    assert loop.events == ["process b", "drop det", "verify det", "run c"]

@@ -23,6 +23,8 @@ changes with the number of rows. Cost of the quantisation: a token whose probabi
 
 Plan/run split: ``plan_sampling`` turns host-side per-row parameters into device tensors (two
 copies) and decides which filters run, once per batch; ``sample`` runs with no host sync.
+Neither waits for the GPU: the copies go through pinned memory (``to_device``), so the overlap
+scheduler's host work still overlaps the step that is running.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def plan_sampling(
     floats[2 * n : 3 * n] = torch.tensor(min_p, dtype=torch.float64)
     floats[3 * n :] = torch.tensor([rows[i].top_p for i in p_rows], dtype=torch.float64)
     ints = torch.tensor(greedy + k_rows + [rows[i].top_k for i in k_rows] + p_rows, dtype=torch.int64)
-    floats, ints = floats.to(device), ints.to(device)
+    floats, ints = to_device(floats, device), to_device(ints, device)
     k = len(k_rows)
     return SamplingPlan(
         num_rows=n,
@@ -120,6 +122,15 @@ def plan_sampling(
         max_top_k=max((rows[i].top_k for i in k_rows), default=0),
         any_min_p=any(p > 0.0 for p in min_p),
     )
+
+
+def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``host.to(device)`` without waiting for the device: a copy from pageable memory waits for
+    every kernel queued before it, a copy from pinned memory does not."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def sample(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:

@@ -223,13 +223,24 @@ class DeterministicRequest:
         """Committed inputs of the current block that its verification replays."""
         return (self.num_committed - 1) % self.window if self.num_committed else 0
 
-    def can_decode(self) -> bool:
-        """Whether the fast path may propose one more token now."""
+    def can_decode(self, in_flight: int = 0) -> bool:
+        """Whether the fast path may propose one more token now, or once ``in_flight``
+        proposals already launched (the overlap scheduler's step in flight) have arrived."""
         return (
             self.phase is Phase.DECODING
             and not self._fast_path_finished
-            and self.num_replayed + self.num_unverified < self.lookahead_blocks * self.window
-            and (self.max_new_tokens is None or len(self.out) < self.max_new_tokens)
+            and self.num_replayed + self.num_unverified + in_flight < self.lookahead_blocks * self.window
+            and (self.max_new_tokens is None or len(self.out) + in_flight < self.max_new_tokens)
+        )
+
+    def blocked_after(self, in_flight: int) -> bool:
+        """Whether the request will need a verification before its next proposal once
+        ``in_flight`` launched proposals have arrived (known before they arrive, except a
+        fast-path finish, which only their processing finds)."""
+        return (
+            self.phase is Phase.DECODING
+            and self.num_unverified + in_flight > 0
+            and not self.can_decode(in_flight)
         )
 
     def needs_verification(self, finished_by_fast_path: bool = False) -> bool:

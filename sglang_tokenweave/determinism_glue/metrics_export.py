@@ -7,6 +7,7 @@ TP rank 0 exports, since every rank runs the same verifications.
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 from sglang_tokenweave import report
@@ -24,9 +25,15 @@ COUNTERS = {
     "restarts": ("restarts", "Retractions that restarted a deterministic request."),
 }
 
+# The status report is a file, rewritten at most this often while busy (and when idle):
+# writing it on every verification pass would cost the waiting batch a millisecond or two.
+REPORT_INTERVAL_S = 0.5
+
 _exporting = False
 _counters: dict = {}
 _exported: dict[str, float] = {}
+_last_report = 0.0
+_unreported: Optional[dict] = None
 
 
 def init(scheduler) -> None:
@@ -41,6 +48,7 @@ def init(scheduler) -> None:
 
 
 def publish(metrics: DeterminismMetrics, snapshot: Optional[dict] = None) -> None:
+    global _unreported
     if not _exporting:
         return
     snapshot = snapshot or metrics.snapshot()
@@ -49,22 +57,32 @@ def publish(metrics: DeterminismMetrics, snapshot: Optional[dict] = None) -> Non
         if delta > 0 and name in _counters:
             _counters[name].inc(delta)
         _exported[name] = snapshot[field]
-    # The process report is this package's own; the counters ride along with it.
-    report.publish("deterministic_metrics", snapshot)
+    _unreported = snapshot
+    _report_if_due(time.monotonic())
+
+
+def _report_if_due(now: float) -> None:
+    """The counters ride along in this package's process report."""
+    global _last_report, _unreported
+    if _unreported is not None and now - _last_report >= REPORT_INTERVAL_S:
+        _last_report = now
+        report.publish("deterministic_metrics", _unreported)
+        _unreported = None
 
 
 _last_pool_report = 0.0
-POOL_REPORT_INTERVAL_S = 0.5
 
 
 def report_idle_pool(result, scheduler, *args, **kwargs):
     """After-hook on ``Scheduler.on_idle``: publish the KV pool's free size (free slots plus
-    what the prefix cache could evict), so a client can check that rollbacks leak nothing."""
+    what the prefix cache could evict), so a client can check that rollbacks leak nothing;
+    and the latest counters."""
     global _last_pool_report
-    import time
-
     now = time.monotonic()
-    if not _exporting or now - _last_pool_report < POOL_REPORT_INTERVAL_S:
+    if not _exporting:
+        return None
+    _report_if_due(now)
+    if now - _last_pool_report < REPORT_INTERVAL_S:
         return None
     _last_pool_report = now
     free = scheduler.token_to_kv_pool_allocator.available_size() + scheduler.tree_cache.evictable_size()

@@ -16,7 +16,7 @@ import torch
 
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
-from sglang_tokenweave.determinism.sampling import plan_sampling, sample
+from sglang_tokenweave.determinism.sampling import plan_sampling, sample, to_device
 
 from .markers import is_deterministic_req
 from .runtime import det_for, row_params, runtime
@@ -35,14 +35,20 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
     if batch is None or not batch.reqs:
         return None
     indices, rows = [], []
+    is_decode = batch.forward_mode.is_decode()
     for i, req in enumerate(batch.reqs):
         if is_deterministic_req(req):
             det = det_for(req)
             indices.append(i)
-            # The token sampled now is output token len(output_ids), at P + len(output_ids).
-            rows.append(row_params(req, det, det.state.sample_position(len(req.output_ids))))
+            if is_decode:
+                # The sequence length after this step's input token is the new token's position;
+                # output_ids may still lack the token of the step in flight (overlap scheduler).
+                position = int(batch.seq_lens_cpu[i])
+            else:  # the prefill's token: output token 0
+                position = det.state.sample_position(len(req.output_ids))
+            rows.append(row_params(req, det, position))
     if indices:
-        _pending_rows = (indices, rows, batch.forward_mode.is_decode())
+        _pending_rows = (indices, rows, is_decode)
     return None
 
 
@@ -55,7 +61,7 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
     if pending is None or logits is None or logits.shape[0] != len(sampling_info.temperatures):
         return original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     indices, rows, is_decode = pending
-    index = torch.tensor(indices, device=logits.device)
+    index = to_device(torch.tensor(indices), logits.device)
     det_logits = logits.index_select(0, index)  # a copy: SGLang's sampler works in place
     ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     plan = plan_sampling(rows, det_logits.shape[1], device=det_logits.device)
@@ -79,7 +85,7 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
 def _replace_logprobs(logits_output, indices, det_logits, plan, det_ids, top_logprobs_nums) -> None:
     chosen = token_logprobs(det_logits, plan, det_ids)
     target = logits_output.next_token_logprobs
-    target[torch.tensor(indices, device=target.device)] = chosen.to(device=target.device, dtype=target.dtype)
+    target[to_device(torch.tensor(indices), target.device)] = chosen.to(device=target.device, dtype=target.dtype)
     ks = [top_logprobs_nums[i] if top_logprobs_nums else 0 for i in indices]
     if max(ks) > 0 and logits_output.next_token_top_logprobs_val is not None:
         values, ids = top_logprobs(det_logits, plan, max(ks))

@@ -1,10 +1,16 @@
 """Scheduler hooks of deterministic requests: what runs when, and what the client sees.
 
-- The overlap scheduler stays on. Its one-step lag (a step's result is processed after the next
-  step is launched) leaves no safe point to roll a request back, so while a deterministic
-  request is in flight each step's result is processed right after the step, before the next
-  one is scheduled, as in SGLang's normal loop; other times the loop overlaps as in stock SGLang.
-  (PD disaggregation or pipeline parallelism: the overlap scheduler is turned off, logged.)
+- The overlap scheduler stays on, deterministic requests in the batch or not. Its one-step lag
+  (a step's result is processed after the next step is launched) matters only where a request
+  must be verified: a pass must see every token, and a request must not go into a step past
+  its last allowed proposal. So when some deterministic request is blocked, or will be once
+  the step in flight arrives (full lookahead blocks or the length limit, both known in
+  advance), the steps in flight are processed first, then the pass runs, then the next batch
+  is chosen: one synchronization per pass, not per step. A fast-path finish (EOS, stop string)
+  is found only when its step is processed, after the next step was launched with the request
+  in it; that step's token was never a proposal and is dropped (its KV slot is freed with the
+  rollback). (PD disaggregation or pipeline parallelism: the overlap scheduler is turned off,
+  logged.)
 - Prefill: a deterministic request is prefilled alone, without prefix-cache reuse and without
   inserting its KV into the shared cache (its prompt's KV must be its own isolated prefill's).
   Chunks are cut at fixed multiples of the chunk size, since the batch holds nothing else.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from array import array
+from collections import Counter
 
 from sglang_tokenweave import report
 from sglang_tokenweave.determinism.state import Phase
@@ -36,7 +43,7 @@ PINNED_ATTENTION = ("triton", "torch_native")
 
 def prepare_scheduler(scheduler, server_args, *args, **kwargs):
     """Before-hook on ``Scheduler.__init__``: say how the overlap scheduler serves deterministic
-    requests (or turn it off where its loop is not the one ``drain_results`` knows)."""
+    requests (or turn it off where its loop is not the one ``verify_before_scheduling`` knows)."""
     if not server_args.disable_overlap_schedule:
         if server_args.disaggregation_mode != "null" or server_args.pp_size > 1:
             server_args.override(SOURCE, disable_overlap_schedule=True)
@@ -46,10 +53,10 @@ def prepare_scheduler(scheduler, server_args, *args, **kwargs):
             report.set_feature_status("overlap_schedule", False, "turned off by --enable-deterministic-requests "
                                       "(PD disaggregation or pipeline parallelism)")
         else:
-            logger.info("sglang-tokenweave: overlap scheduler kept; while a deterministic request is in "
-                        "flight, each step's result is processed before the next step is scheduled")
-            report.set_feature_status("overlap_schedule", True, "synchronous steps while deterministic "
-                                      "requests are in flight")
+            logger.info("sglang-tokenweave: overlap scheduler kept; it waits for the steps in flight "
+                        "only before a verification pass of deterministic requests")
+            report.set_feature_status("overlap_schedule", True, "kept; synchronized only before the "
+                                      "verification passes of deterministic requests")
     if server_args.enable_mixed_chunk:
         server_args.override(SOURCE, enable_mixed_chunk=False)
         logger.warning("sglang-tokenweave: mixed chunked prefill turned off: a deterministic "
@@ -76,34 +83,35 @@ def start_metrics(result, scheduler, *args, **kwargs):
 
 
 def verify_before_scheduling(original, scheduler, running_batch, last_batch, *args, **kwargs):
-    """Around-hook on ``Scheduler.get_next_batch_to_run``: verification runs only when every
-    step's result has been processed (always, in the normal loop; see ``drain_results``)."""
+    """Around-hook on ``Scheduler.get_next_batch_to_run``: run due verification passes first.
+
+    In the overlap loop, the steps still in flight are processed here first when a pass is due
+    (see the module docstring); the loop then finds no step of its own to process."""
     queue = getattr(scheduler, "result_queue", None)  # the overlap loop's unprocessed steps
+    if queue and _blocked_once_processed(running_batch, queue):
+        while queue:
+            scheduler.process_batch_result(*queue.popleft())
     if not queue:
         verify_due(scheduler, running_batch)
     plan = original(scheduler, running_batch, last_batch, *args, **kwargs)
     if queue is not None and not queue:
-        # The overlap loop processes "the last batch" after launching the next one, but
-        # drain_results processed it already: it must not pop an empty queue.
+        # The overlap loop processes "the last batch" after launching the next one; it was
+        # processed here already, and the loop must not pop an empty queue.
         scheduler.last_batch = None
     return plan
 
 
-def drain_results(result, scheduler, batch_result, cur_batch, *args, **kwargs):
-    """After-hook on ``Scheduler.launch_batch_sample_if_needed`` (the overlap loop's last step
-    with the launched batch): while a deterministic request is in flight, process the step's
-    result now, so the next verification and scheduling see it, as in SGLang's normal loop."""
-    queue = getattr(scheduler, "result_queue", None)
-    if queue and _deterministic_in_flight(scheduler, cur_batch):
-        while queue:
-            step_batch, step_result = queue.popleft()
-            scheduler.process_batch_result(step_batch, step_result)
-    return None
-
-
-def _deterministic_in_flight(scheduler, cur_batch) -> bool:
-    return any(batch is not None and any(is_deterministic_req(r) for r in batch.reqs)
-               for batch in (cur_batch, scheduler.running_batch))
+def _blocked_once_processed(running_batch, queue) -> bool:
+    """Whether a deterministic request of the running batch needs a pass before its next step,
+    counting the tokens that the decode steps in flight will bring."""
+    if running_batch is None:
+        return False
+    dets = [(req, det_of(req)) for req in running_batch.reqs if is_deterministic_req(req) and not req.finished()]
+    dets = [(req, det) for req, det in dets if det is not None]
+    if not dets:
+        return False
+    in_flight = Counter(id(req) for batch, _ in queue if batch.forward_mode.is_decode() for req in batch.reqs)
+    return any(det.state.blocked_after(in_flight[id(req)]) for req, det in dets)
 
 
 def isolate_deterministic_prefill(original, scheduler, *args, **kwargs):
@@ -182,6 +190,11 @@ def finish_on_committed(original, req, *args, **kwargs):
         if result.finish is not None:
             req.finished_reason = sglang_finish_reason(result.finish)
             req.finished_len = len(state.out)
+        return None
+    if not state.can_decode():
+        # Launched before its fast-path finish was known (see the module docstring): not a
+        # proposal. Its KV slot is past the committed length and is freed with the rollback.
+        del req.output_ids[-1]
         return None
     state.on_fast_token(token)
     original(req, *args, **kwargs)

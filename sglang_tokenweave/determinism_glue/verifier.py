@@ -209,9 +209,11 @@ def _apply(scheduler, running_batch, i, req, det, result) -> None:
     from sglang.srt.mem_cache.common import release_kv_cache
 
     pool = scheduler.req_to_token_pool
-    freed = result.free_kv_positions
-    if len(freed):
-        slots = pool.req_to_token[req.req_pool_idx, freed.start : freed.stop].to(torch.int64)
+    # The rolled-back positions (result.free_kv_positions), plus the slot of a step that was
+    # launched past a fast-path finish (its token was dropped, see scheduling.py).
+    allocated = req.kv.kv_allocated_len
+    if allocated > result.kv_len:
+        slots = pool.req_to_token[req.req_pool_idx, result.kv_len : allocated].to(torch.int64)
         scheduler.token_to_kv_pool_allocator.free(slots)
     state = det.state
     req.output_ids = array("q", state.out)
