@@ -8,8 +8,8 @@
   advance), the steps in flight are processed first, then the pass runs, then the next batch
   is chosen: one synchronization per pass, not per step. A fast-path finish (EOS, stop string)
   is found only when its step is processed, after the next step was launched with the request
-  in it; that step's token was never a proposal and is dropped (its KV slot is freed with the
-  rollback). (PD disaggregation or pipeline parallelism: the overlap scheduler is turned off,
+  in it; that step's token was never a proposal and is dropped (its KV slot is freed before
+  the pass). (PD disaggregation or pipeline parallelism: the overlap scheduler is turned off,
   logged.)
 - Prefill: a deterministic request is prefilled alone, without prefix-cache reuse and without
   inserting its KV into the shared cache (its prompt's KV must be its own isolated prefill's).
@@ -193,7 +193,7 @@ def finish_on_committed(original, req, *args, **kwargs):
         return None
     if not state.can_decode():
         # Launched before its fast-path finish was known (see the module docstring): not a
-        # proposal. Its KV slot is past the committed length and is freed with the rollback.
+        # proposal. Its KV slot, past the state's KV, is freed before the verification pass.
         del req.output_ids[-1]
         return None
     state.on_fast_token(token)

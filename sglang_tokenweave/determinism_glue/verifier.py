@@ -58,12 +58,24 @@ def verify_due(scheduler, running_batch) -> None:
     due, blocked = due_requests(running_batch)
     if not blocked:  # everyone can decode on: wait, so that the pass gathers more windows
         return
+    for _, req, det, _ in due:
+        _free_dropped_steps(scheduler, req, det)
     config = runtime().config
     by_key = {det.key: (i, req, det, tokens) for i, req, det, tokens in due}
     # A request's rows hold its block's replayed committed inputs, then the tokens to verify.
     ready = [ReadyRequest(det.key, det.state.num_replayed + tokens) for _, _, det, tokens in due]
     for verify_pass in plan_verify_passes(ready, config.verify_rows, config.window):
         _run_pass(scheduler, running_batch, verify_pass, by_key)
+
+
+def _free_dropped_steps(scheduler, req, det) -> None:
+    """Give back the KV slots of steps launched past a fast-path finish (their tokens were
+    dropped, see scheduling.py): the pass pads the request's row from its KV length on."""
+    allocated, kv_len = req.kv.kv_allocated_len, det.state.kv_len
+    if allocated > kv_len:
+        slots = scheduler.req_to_token_pool.req_to_token[req.req_pool_idx, kv_len:allocated]
+        scheduler.token_to_kv_pool_allocator.free(slots.to(torch.int64))
+        req.kv.kv_allocated_len = req.kv_committed_len = kv_len
 
 
 def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
@@ -94,7 +106,9 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
             if prefix + window > width:
                 raise RuntimeError(f"deterministic request {req.rid}: window beyond the context length")
             locs = pool.req_to_token[pool_row, prefix : prefix + u].tolist() + [PAD_SLOT] * (window - u)
-            if block.stop == len(w.row_ids):  # beyond its KV (its last row only)
+            if block.stop == len(w.row_ids) and u < window:  # beyond its KV (its last row only)
+                if prefix + u < req.kv.kv_allocated_len:  # its slots there would leak and slot 0 be freed
+                    raise RuntimeError(f"deterministic request {req.rid}: KV allocated past the verified window")
                 pool.req_to_token[pool_row, prefix + u : prefix + window] = PAD_SLOT
             ids = list(w.row_ids[block.start : block.stop]) + [PAD_TOKEN_ID] * (window - u)
             slots[row.part] = range(r * window, r * window + u)
@@ -209,11 +223,9 @@ def _apply(scheduler, running_batch, i, req, det, result) -> None:
     from sglang.srt.mem_cache.common import release_kv_cache
 
     pool = scheduler.req_to_token_pool
-    # The rolled-back positions (result.free_kv_positions), plus the slot of a step that was
-    # launched past a fast-path finish (its token was dropped, see scheduling.py).
-    allocated = req.kv.kv_allocated_len
-    if allocated > result.kv_len:
-        slots = pool.req_to_token[req.req_pool_idx, result.kv_len : allocated].to(torch.int64)
+    freed = result.free_kv_positions
+    if len(freed):
+        slots = pool.req_to_token[req.req_pool_idx, freed.start : freed.stop].to(torch.int64)
         scheduler.token_to_kv_pool_allocator.free(slots)
     state = det.state
     req.output_ids = array("q", state.out)
