@@ -1,7 +1,8 @@
 """Deterministic-request serving benchmark: throughput and latency vs the deterministic fraction.
 
 For each configuration a server is started, warmed up, loaded with the same request mix
-(closed loop, fixed concurrency), and killed:
+(closed loop, fixed concurrency; ``--repeats`` runs per row, medians reported and every run's
+throughput kept), and killed:
 - ``stock``: plain ``sglang.launch_server`` (all requests non-deterministic);
 - ``sglang_deterministic``: ``sglang.launch_server --enable-deterministic-inference``;
 - ``ours``: ``sglang_tokenweave.launch_server --enable-deterministic-requests`` at deterministic
@@ -9,8 +10,8 @@ For each configuration a server is started, warmed up, loaded with the same requ
   e.g. another lookahead), each compared with its own all-non-deterministic run.
 The model is a random-weight Llama written for the run (``--model-shape``: ``tiny``, the tests'
 model, all host overhead on a GPU; ``llama-1b``, the same architecture at ~1B parameters) unless
-``--model-path`` names a checkpoint. Every deterministic request of the loaded runs is compared
-with its solo run (``identical``), and the rollback rate (tokens rolled back / tokens verified,
+``--model-path`` names a checkpoint. The first ``--solo-check`` deterministic requests of every
+loaded run are compared with their solo runs (``identical``: the share that matched), and the rollback rate (tokens rolled back / tokens verified,
 from /metrics) is reported with every row: random-weight models give flat token distributions
 and many more mismatches than trained models. ``--logit-scale K`` multiplies the output
 projection by K (a written model is written so; a checkpoint is served as a scaled copy): peakier
@@ -172,29 +173,41 @@ def counters(url: str) -> dict[str, float]:
     return out
 
 
-def measure(server: Server, work: list[dict], concurrency: int, solo_check: int) -> dict:
+def measure(server: Server, work: list[dict], concurrency: int, solo_check: int, repeats: int) -> dict:
     warm = [dict(w, sampling_params={**w["sampling_params"], "max_new_tokens": 4}) for w in work[:concurrency]]
     run_load(server.url, warm, concurrency)
     det_indices = [i for i, w in enumerate(work) if w["sampling_params"].get("deterministic")]
     before = counters(server.url)
-    latencies, outputs, wall = run_load(server.url, work, concurrency)
+    runs = [run_load(server.url, work, concurrency) for _ in range(repeats)]
     after = counters(server.url)
     checked = det_indices[:solo_check]
-    solo = [run_load(server.url, [work[i]], 1)[1][0] for i in checked]
-    tokens = sum(len(ids) for ids in outputs)
+    solo = {i: run_load(server.url, [work[i]], 1)[1][0] for i in checked}
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    return {"requests": len(work), "deterministic_requests": len(det_indices), **summarize(runs, solo, delta)}
+
+
+def summarize(runs: list[tuple[list[float], list[list[int]], float]], solo: dict[int, list[int]],
+              delta: dict[str, float]) -> dict:
+    """Medians over the repeated loaded runs (latencies, outputs, wall time each), the share of
+    (run, checked request) pairs whose output equals the request's solo run, and the counters'
+    increase over all runs (``delta``: rates per verified token, passes per run)."""
+    walls = [wall for _, _, wall in runs]
+    throughputs = [sum(len(ids) for ids in outputs) / wall for _, outputs, wall in runs]
+    p50 = [statistics.median(lat) * 1e6 for lat, _, _ in runs]
+    p99 = [sorted(lat)[max(0, int(0.99 * len(lat)) - 1)] * 1e6 for lat, _, _ in runs]
+    matches = [outputs[i] == ids for _, outputs, _ in runs for i, ids in solo.items()]
     verified = delta.get("tokens_verified", 0.0)
     return {
-        "requests": len(work),
-        "throughput_tok_s": tokens / wall,
-        "latency_p50_us": statistics.median(latencies) * 1e6,
-        "latency_p99_us": sorted(latencies)[max(0, int(0.99 * len(latencies)) - 1)] * 1e6,
-        "deterministic_requests": len(det_indices),
-        "identical": (sum(outputs[i] == s for i, s in zip(checked, solo)) / len(checked)) if checked else None,
+        "repeats": len(runs),
+        "throughput_tok_s": statistics.median(throughputs),
+        "throughput_samples": throughputs,
+        "latency_p50_us": statistics.median(p50),
+        "latency_p99_us": statistics.median(p99),
+        "identical": (sum(matches) / len(matches)) if matches else None,
         "rollback_rate": (delta.get("tokens_rolled_back", 0.0) / verified) if verified else None,
-        "verification_passes": delta.get("verification_passes"),
-        # Share of the run's wall time spent in verification passes (the whole batch waits).
-        "verify_time_share": (delta["verification_seconds"] / wall) if "verification_seconds" in delta else None,
+        "verification_passes": (delta["verification_passes"] / len(runs)) if "verification_passes" in delta else None,
+        # Share of the runs' wall time spent in verification passes (the whole batch waits).
+        "verify_time_share": (delta["verification_seconds"] / sum(walls)) if "verification_seconds" in delta else None,
     }
 
 
@@ -254,6 +267,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--fractions", default="0,0.1,0.5,1")
     parser.add_argument("--solo-check", type=int, default=16, help="deterministic requests re-run alone")
+    parser.add_argument("--repeats", type=int, default=3, help="loaded runs per row (medians reported)")
     parser.add_argument("--extra-args", default="", help="more server flags, for every server")
     parser.add_argument("--servers", default="stock,sglang_deterministic,ours",
                         help="which configurations to run (comma-separated)")
@@ -291,7 +305,7 @@ def main() -> None:
                     row = {"server": name, "variant": variant, "flags": flags[len(ours):] if variant else [],
                            "tp": args.tp, "det_fraction": fraction, "concurrency": args.concurrency,
                            "max_new_tokens": args.max_new_tokens, **measure(server, work, args.concurrency,
-                                                                            args.solo_check)}
+                                                                            args.solo_check, args.repeats)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     # After every row: a run cut short still leaves its finished rows.

@@ -88,3 +88,19 @@ def test_result_rows_compare_each_variant_with_its_own_non_deterministic_run(tmp
     relative = [r["throughput_relative_to_nondet"] for r in saved["rows"]]
     assert relative == [1.25, 1.0, 0.5, 1.0, 0.8, 0.25]  # "c" has no 0% row: the first variant's
     assert [r["speedup_vs_stock"] for r in saved["rows"]] == [1.0, 0.8, 0.4, 0.5, 0.4, 0.2]
+
+
+def test_repeated_runs_are_summarized_by_medians_and_every_output_is_checked():
+    # (latencies s, outputs, wall s) of three loaded runs; request 0 is checked against its solo run
+    runs = [([1.0, 2.0, 3.0], [[1, 2], [3]], 1.0), ([2.0, 4.0, 6.0], [[1, 2], [3]], 3.0),
+            ([1.5, 1.5, 1.5], [[1, 9], [3]], 2.0)]
+    delta = {"tokens_verified": 40.0, "tokens_rolled_back": 10.0, "verification_passes": 6.0,
+             "verification_seconds": 1.2}
+    summary = bench_determinism.summarize(runs, {0: [1, 2]}, delta)
+    assert summary["repeats"] == 3 and summary["throughput_samples"] == [3.0, 1.0, 1.5]
+    assert summary["throughput_tok_s"] == 1.5 and summary["latency_p50_us"] == 2.0e6
+    assert summary["identical"] == 2 / 3  # the third run's output differs from the solo run
+    assert summary["rollback_rate"] == 0.25 and summary["verification_passes"] == 2.0
+    assert summary["verify_time_share"] == pytest.approx(0.2)  # of the runs' 6 s
+    plain = bench_determinism.summarize(runs[:1], {}, {})
+    assert plain["identical"] is None and plain["rollback_rate"] is None and plain["verify_time_share"] is None
