@@ -1,7 +1,8 @@
 """Deterministic requests on GPUs (run with ``pytest -m gpu``): the tiny model in bf16 at TP=1
 and TP=2 (TP=2 also with 2 blocks of lookahead), fast-path logits perturbed so that verification
 rolls back constantly, deterministic prompts sent alone and at concurrency 16 among other
-traffic: identical token ids every time, every KV slot free again afterwards."""
+traffic: identical token ids every time, every KV slot free again afterwards; a stop token that
+the fast path proposes ends the output at the verified stop, with every slot freed."""
 
 import concurrent.futures as cf
 import itertools
@@ -58,5 +59,20 @@ def test_identical_alone_and_under_load(server):
             assert {case: f.result() for case, f in det.items()} == reference
             [f.result() for f in noise]
     assert metric(server, "rollback_events") > 0
+    pool_state = wait_for_idle_pool(server)
+    assert pool_state is not None and pool_state["free_tokens"] == pool_state["total_tokens"], pool_state
+
+
+def test_stop_token_found_one_step_late_frees_its_slot(server):
+    # The overlap scheduler sees the fast path's stop token after launching the next step with
+    # the request in it: that step's token is dropped and its KV slot freed before the pass.
+    reference = _det(server, (0, 1))
+    stop = reference[5]
+    params = det_params(*SAMPLING[1], max_new_tokens=48, stop_token_ids=[stop], ignore_eos=False)
+    body = generate(server, PROMPTS[0], params)
+    out = body["output_ids"]
+    # ends at the stop token, or earlier at an end-of-sequence token of the tokenizer
+    assert 1 <= len(out) <= reference.index(stop) + 1 and out == reference[: len(out)]
+    assert body["meta_info"]["finish_reason"]["type"] == "stop"
     pool_state = wait_for_idle_pool(server)
     assert pool_state is not None and pool_state["free_tokens"] == pool_state["total_tokens"], pool_state
