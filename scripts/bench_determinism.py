@@ -11,8 +11,8 @@ throughput kept), and killed:
 The model is a random-weight Llama written for the run (``--model-shape``: ``tiny``, the tests'
 model, all host overhead on a GPU; ``llama-1b``, the same architecture at ~1B parameters) unless
 ``--model-path`` names a checkpoint. The first ``--solo-check`` deterministic requests of every
-loaded run are compared with their solo runs (``identical``: the share that matched), and the rollback rate (tokens rolled back / tokens verified,
-from /metrics) is reported with every row: random-weight models give flat token distributions
+loaded run are compared with their solo runs (``identical``: the share that matched), and the
+rollback rate (tokens rolled back / tokens verified, from /metrics) is reported with every row: random-weight models give flat token distributions
 and many more mismatches than trained models. ``--logit-scale K`` multiplies the output
 projection by K (a written model is written so; a checkpoint is served as a scaled copy): peakier
 token distributions, closer to a trained model's, and so fewer near-ties for the fast path and
