@@ -151,6 +151,15 @@ def make_workload(n: int, det_fraction: float, seed: int, max_new_tokens: int) -
     return work
 
 
+def flush_prefix_cache(url: str) -> None:
+    """Every loaded run starts from an empty prefix cache. Otherwise the runs after the first
+    find the non-deterministic prompts cached (the workloads share their prompts): their
+    prefills shrink to a token each, which SGLang runs eagerly, one request at a time, as they
+    arrive, and the runs are no longer comparable."""
+    r = requests.post(url + "/flush_cache", params={"timeout": 30}, timeout=60)
+    r.raise_for_status()
+
+
 def run_load(url: str, work: list[dict], concurrency: int) -> tuple[list[float], list[list[int]], float]:
     def one(body):
         start = time.perf_counter()
@@ -178,7 +187,10 @@ def measure(server: Server, work: list[dict], concurrency: int, solo_check: int,
     run_load(server.url, warm, concurrency)
     det_indices = [i for i, w in enumerate(work) if w["sampling_params"].get("deterministic")]
     before = counters(server.url)
-    runs = [run_load(server.url, work, concurrency) for _ in range(repeats)]
+    runs = []
+    for _ in range(repeats):
+        flush_prefix_cache(server.url)
+        runs.append(run_load(server.url, work, concurrency))
     after = counters(server.url)
     checked = det_indices[:solo_check]
     solo = {i: run_load(server.url, [work[i]], 1)[1][0] for i in checked}

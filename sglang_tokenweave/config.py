@@ -40,6 +40,7 @@ class OverlayConfig:
     tokenweave_config: str | None = None
     tokenweave_split_threshold: int | None = None  # None: from the tuning data / defaults
     tokenweave_sm_budget: int | None = None  # None: from the tuning data / defaults
+    tokenweave_fused_threshold: int | None = None  # None: from the tuning data / defaults
     tokenweave_comm_variant: str = "auto"
     # Benchmark-only: every tensor-parallel all-reduce of the decoder layers becomes the
     # identity (wrong outputs), the no-communication bound of bench_tokenweave_model.py.
@@ -48,6 +49,7 @@ class OverlayConfig:
     deterministic_window: int = DEFAULT_WINDOW
     deterministic_verify_rows: int = DEFAULT_VERIFY_ROWS
     deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
+    deterministic_verify_eager: bool = False
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
     # verification must roll tokens back. Never set in production.
     deterministic_test_perturb_logits: float = 0.0
@@ -124,6 +126,14 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         help="Thread blocks (SMs) the fused communication kernel may use (default: from the tuning data).",
     )
     tw.add_argument(
+        "--tokenweave-fused-threshold",
+        type=_in_range("--tokenweave-fused-threshold", int, 1, 1 << 20),
+        default=None,
+        metavar="TOKENS",
+        help="Use the fused all-reduce + residual + RMSNorm for batches of at least this many tokens; "
+        "smaller ones keep SGLang's (default: from the tuning data, else 1024 at TP2 and 1 otherwise).",
+    )
+    tw.add_argument(
         "--tokenweave-comm-variant",
         choices=COMM_VARIANTS,
         default="auto",
@@ -165,6 +175,12 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         metavar="L",
         help="Blocks of W tokens the fast path may run ahead of verification, so that passes "
         f"gather more requests' windows; at most B (default: {DEFAULT_LOOKAHEAD_BLOCKS}, or B if smaller).",
+    )
+    det.add_argument(
+        "--deterministic-verify-eager",
+        action="store_true",
+        help="Run verification passes eagerly even where SGLang captured prefill CUDA graphs "
+        "(slower; the passes stay deterministic either way, each path with its own numerics).",
     )
     det.add_argument(
         "--deterministic-test-perturb-logits",

@@ -104,3 +104,20 @@ def test_repeated_runs_are_summarized_by_medians_and_every_output_is_checked():
     assert summary["verify_time_share"] == pytest.approx(0.2)  # of the runs' 6 s
     plain = bench_determinism.summarize(runs[:1], {}, {})
     assert plain["identical"] is None and plain["rollback_rate"] is None and plain["verify_time_share"] is None
+
+
+def test_every_loaded_run_starts_from_an_empty_prefix_cache(monkeypatch):
+    events = []
+    monkeypatch.setattr(bench_determinism, "flush_prefix_cache", lambda url: events.append("flush"))
+    monkeypatch.setattr(bench_determinism, "counters", lambda url: {})
+
+    def run_load(url, work, concurrency):
+        events.append("solo" if len(work) == 1 else "warm" if work[0]["sampling_params"]["max_new_tokens"] == 4
+                      else "run")
+        return [0.1] * len(work), [[1, 2]] * len(work), 1.0
+
+    monkeypatch.setattr(bench_determinism, "run_load", run_load)
+    work = bench_determinism.make_workload(8, 0.5, seed=0, max_new_tokens=16)
+    server = type("S", (), {"url": "http://x"})()
+    bench_determinism.measure(server, work, concurrency=4, solo_check=1, repeats=3)
+    assert events == ["warm", "flush", "run", "flush", "run", "flush", "run", "solo"]

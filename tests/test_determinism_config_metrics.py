@@ -13,6 +13,9 @@ def test_defaults_agree_with_launcher_flags():
     flags, rest = split_overlay_argv(["--deterministic-window", "16", "--deterministic-verify-rows", "4", "--x"])
     config = DeterminismConfig.from_flags(flags)
     assert (config.window, config.verify_rows, config.tokens_per_pass) == (16, 4, 64) and rest == ["--x"]
+    assert not config.verify_eager
+    flags, _ = split_overlay_argv(["--deterministic-verify-eager"])
+    assert DeterminismConfig.from_flags(flags).verify_eager
 
 
 def test_default_lookahead_never_exceeds_the_verification_rows():

@@ -243,6 +243,9 @@ class TestTp1Perturbed:
         assert _solo(server) == reference
         _assert_identical_under_load(server, reference)
         assert _det_output(server, (2, 2), logprobs=True) == logprobs
+        for process in scheduler_reports(server):  # no CUDA graphs on CPU: the passes ran eagerly
+            path = process["features"]["deterministic_verify_graph"]
+            assert path["active"] is False and "no prefill CUDA graph" in path["reason"], path
         assert metric(server, "tokens_rolled_back") > 0
         assert metric(server, "rollback_events") > 0
         _assert_pool_idle(server)

@@ -44,6 +44,7 @@ def test_tiny_model_is_the_default():
     ("--tokenweave-sm-budget", "0", "--tokenweave-sm-budget must be in [1, 256], got 0"),
     ("--tokenweave-sm-budget", "many", "--tokenweave-sm-budget must be an integer"),
     ("--tokenweave-split-threshold", "1", "--tokenweave-split-threshold must be in [2, 1048576], got 1"),
+    ("--tokenweave-fused-threshold", "0", "--tokenweave-fused-threshold must be in [1, 1048576], got 0"),
     ("--deterministic-window", "513", "--deterministic-window must be in [1, 512], got 513"),
     ("--deterministic-verify-rows", "-3", "--deterministic-verify-rows must be in [1, 256], got -3"),
     ("--tokenweave-comm-variant", "nvls", "invalid choice: 'nvls'"),

@@ -46,7 +46,9 @@ BATCHES = [
 @pytest.fixture(scope="module")
 def servers(start_server):
     stock = start_server(COMMON, env=ENV)
-    woven = start_server([*COMMON, "--enable-tokenweave", "--tokenweave-split-threshold", str(THRESHOLD)], env=ENV)
+    # The fused path for every batch size (at TP2 the defaults keep SGLang's below 1024 tokens).
+    woven = start_server([*COMMON, "--enable-tokenweave", "--tokenweave-split-threshold", str(THRESHOLD),
+                          "--tokenweave-fused-threshold", "1"], env=ENV)
     return stock, woven
 
 

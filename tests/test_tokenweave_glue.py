@@ -37,6 +37,16 @@ def _state(threshold=None, world_size=2):
                       use_multimem=False, runner=None)
 
 
+def test_defaults_keep_sglang_all_reduce_for_small_batches_at_tp2():
+    from sglang_tokenweave.overlap import DEFAULT_FUSED_THRESHOLD_BY_TP
+    from sglang_tokenweave.tokenweave.hooks import _setting
+
+    fused_from = DEFAULT_FUSED_THRESHOLD_BY_TP[2]
+    assert not _setting(_state(world_size=2), 1).use_fused
+    assert _setting(_state(world_size=2), fused_from).use_fused
+    assert _setting(_state(world_size=4), 1).use_fused
+
+
 def _batch(mode, extend, prefix):
     return SimpleNamespace(forward_mode=mode, extend_seq_lens_cpu=extend, extend_prefix_lens_cpu=prefix)
 

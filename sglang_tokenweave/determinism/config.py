@@ -1,7 +1,7 @@
 """Parameters of deterministic requests: window W, verifier rows B, test perturbation.
 
 Choosing W (tokens per verification):
-- Each verification costs one eager extend pass of B x W tokens, shared by up to B requests,
+- Each verification costs one extend pass of B x W tokens, shared by up to B requests,
   so its cost per verified token falls as W grows ...
 - ... but a mismatch at row m throws away the rest of the window (W - m - 1 tokens, about
   W/2 on average), so the waste per mismatch grows with W; and the client receives tokens
@@ -22,6 +22,9 @@ one request's row and passes take 28% of the wall time at 10% deterministic traf
 passes 2.5x (189 -> 77) and raised throughput 1.29x at 10%, 1.31x at 50%, 1.41x at 100%; L=4
 added little over L=2 (72 passes, +9% at 10%, within run-to-run noise) and rolled back more
 (35% of verified tokens vs 27%). On a 2-core CPU (tiny model, host-bound) L=2 did not help.
+W=16, 32 and 64 (same setup, 10% deterministic, side by side) were within run-to-run noise in
+throughput (0.57 / 0.56 / 0.60 of their all-non-deterministic rate) while the rolled-back share
+grew with W (16% / 27% / 38%) and passes fell (97 / 76 / 63): W=32 is the middle of a flat range.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class DeterminismConfig:
     # Test-only: standard deviation of Gaussian noise added to the fast path's logits of
     # deterministic requests, so that verification must roll back (0 = off; never in production).
     perturb_logits: float = 0.0
+    # Run every verification pass eagerly even where SGLang captured prefill CUDA graphs.
+    verify_eager: bool = False
 
     def __post_init__(self):
         low, high = WINDOW_RANGE
@@ -68,10 +73,11 @@ class DeterminismConfig:
     @classmethod
     def from_flags(cls, flags) -> "DeterminismConfig":
         """From the overlay's parsed flags (``deterministic_window``, ``..._verify_rows``,
-        ``..._test_perturb_logits``)."""
+        ``..._lookahead_blocks``, ``..._test_perturb_logits``, ``..._verify_eager``)."""
         return cls(
             window=flags.deterministic_window,
             verify_rows=flags.deterministic_verify_rows,
             lookahead_blocks=flags.deterministic_lookahead_blocks,
             perturb_logits=flags.deterministic_test_perturb_logits,
+            verify_eager=flags.deterministic_verify_eager,
         )

@@ -24,6 +24,8 @@ class Runtime:
     metrics: DeterminismMetrics = dataclasses.field(default_factory=DeterminismMetrics)
     arrivals: itertools.count = dataclasses.field(default_factory=itertools.count)
     perturb_steps: itertools.count = dataclasses.field(default_factory=itertools.count)
+    # Whether verification passes replay SGLang's prefill CUDA graph; decided by the first pass.
+    verify_graph: Optional[bool] = None
 
 
 _runtime: Optional[Runtime] = None

@@ -1,10 +1,10 @@
 """The verification pass of deterministic requests, and applying its commit / rollback.
 
-Run by the scheduler between batches (eagerly: an EXTEND forward, never a CUDA graph) once
-some deterministic request of the running batch cannot decode on (its L blocks of W tokens are
-full, or the fast path finished it); the passes then take every request with a complete block
-(``state.ready_tokens``). Each pass has the fixed shape B rows x W tokens
-(``groups.plan_verify_passes``):
+Run by the scheduler between batches (an EXTEND forward, in SGLang's prefill CUDA graph where
+the server has one: verify_forward.py) once some deterministic request of the running batch
+cannot decode on (its L blocks of W tokens are full, or the fast path finished it); the passes
+then take every request with a complete block (``state.ready_tokens``). Each pass has the
+fixed shape B rows x W tokens (``groups.plan_verify_passes``):
 - a request's real rows, one per block, replay its window (``state.verify_window``) at its own
   KV slots, so the committed tokens' KV is rewritten by the verifier;
 - padding tokens and dummy rows write to SGLang's reserved padding slot 0 (and dummy rows use
@@ -30,6 +30,7 @@ from . import metrics_export
 from .markers import is_deterministic_req
 from .runtime import det_of, row_params, runtime
 from .sampling_hooks import full_logits
+from .verify_forward import run_forward
 
 logger = logging.getLogger("sglang_tokenweave")
 
@@ -148,14 +149,9 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     batch.token_ids_logprobs = None
 
     model_runner = scheduler.tp_worker.model_runner
-    # Eager always: hide the prefill graph runner (piecewise CUDA graphs) for this forward.
-    graph_runner, model_runner.prefill_cuda_graph_runner = model_runner.prefill_cuda_graph_runner, None
-    try:
-        with full_logits(), torch.inference_mode():
-            forward_batch = ForwardBatch.init_new(batch, model_runner, return_hidden_states_before_norm=False)
-            logits = model_runner.forward(forward_batch).logits_output.next_token_logits
-    finally:
-        model_runner.prefill_cuda_graph_runner = graph_runner
+    with full_logits(), torch.inference_mode():
+        forward_batch = ForwardBatch.init_new(batch, model_runner, return_hidden_states_before_norm=False)
+        logits = run_forward(model_runner, forward_batch).logits_output.next_token_logits
     with torch.inference_mode():
         plan = plan_sampling(sample_rows, logits.shape[1], device=logits.device)
         verified_ids = sample(logits, plan)

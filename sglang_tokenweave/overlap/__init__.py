@@ -18,6 +18,7 @@ from sglang_tokenweave.overlap.split_plan import (
     plan_forward,
 )
 from sglang_tokenweave.overlap.tuning import (
+    DEFAULT_FUSED_THRESHOLD_BY_TP,
     DEFAULT_SM_BUDGET,
     DEFAULT_SPLIT_OFFSET,
     DEFAULT_SPLIT_THRESHOLD,
@@ -33,6 +34,7 @@ from sglang_tokenweave.overlap.tuning import (
 
 __all__ = [
     "DEFAULT_ALIGN",
+    "DEFAULT_FUSED_THRESHOLD_BY_TP",
     "DEFAULT_SM_BUDGET",
     "DEFAULT_SPLIT_OFFSET",
     "DEFAULT_SPLIT_THRESHOLD",

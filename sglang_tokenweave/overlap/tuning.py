@@ -30,7 +30,8 @@ name, the hidden size, every per-shard GEMM shape, TP), never by a model's name:
 Lookup: the entry whose key matches exactly, then the largest bucket not above the batch's
 token count. A batch below the smallest bucket, or with no matching entry (or no file), gets
 the built-in defaults: split from ``DEFAULT_SPLIT_THRESHOLD`` tokens, offset
-``DEFAULT_SPLIT_OFFSET``, ``DEFAULT_SM_BUDGET`` SMs, fused kernel on.
+``DEFAULT_SPLIT_OFFSET``, ``DEFAULT_SM_BUDGET`` SMs, fused kernel from
+``default_fused_threshold(tp)`` tokens on.
 
 ``use_fused`` (optional, default true) says whether the fused kernel beats SGLang's own
 all-reduce + RMSNorm at that bucket; where it does not, SGLang's path is kept.
@@ -58,6 +59,11 @@ FORMAT_VERSION = 1
 DEFAULT_SPLIT_THRESHOLD = 8192
 DEFAULT_SPLIT_OFFSET = 0  # rows added to T // 2 before aligning the cut
 DEFAULT_SM_BUDGET = 16  # SMs (thread blocks) the communication kernel may occupy
+# Tokens, per TP size; smaller batches keep SGLang's all-reduce + RMSNorm (1 where absent).
+# At TP2 SGLang's one-shot custom all-reduce beats our kernel's two cross-GPU barriers on
+# decode-sized batches (H100, 70B layer shape, batch-1 decode: fused 0.90-0.95x of stock; at
+# TP4 1.02-1.08x), and from 1K tokens the two are within noise (benchmarks/results).
+DEFAULT_FUSED_THRESHOLD_BY_TP = {2: 1024}
 
 LAYER_SHAPE_NAMES = ("qkv", "o", "gate_up", "down")
 
@@ -194,12 +200,16 @@ class TuningEntry:
         }
 
 
-def default_setting() -> Setting:
+def default_fused_threshold(tp: int) -> int:
+    return DEFAULT_FUSED_THRESHOLD_BY_TP.get(tp, 1)
+
+
+def default_setting(tp: int, num_tokens: int) -> Setting:
     return Setting(
         split_offset=DEFAULT_SPLIT_OFFSET,
         sm_budget=DEFAULT_SM_BUDGET,
         split_threshold=DEFAULT_SPLIT_THRESHOLD,
-        use_fused=True,
+        use_fused=num_tokens >= default_fused_threshold(tp),
         gemm_carveout=False,
         bucket=None,
         source="defaults",
@@ -224,13 +234,14 @@ class TuningTable:
         *,
         split_threshold: Optional[int] = None,
         sm_budget: Optional[int] = None,
+        fused_threshold: Optional[int] = None,
     ) -> Setting:
-        """The setting for a batch of ``num_tokens`` rows. ``split_threshold`` and
-        ``sm_budget``, when given (from command-line flags), override the data."""
+        """The setting for a batch of ``num_tokens`` rows. ``split_threshold``, ``sm_budget``
+        and ``fused_threshold``, when given (from command-line flags), override the data."""
         entry = self.find(key)
         bucket = entry.bucket_for(num_tokens) if entry else None
         if bucket is None:
-            setting = default_setting()
+            setting = default_setting(key.tp, num_tokens)
         else:
             setting = Setting(
                 split_offset=bucket.split_offset,
@@ -246,6 +257,8 @@ class TuningTable:
             setting = replace(setting, split_threshold=split_threshold, source="flags")
         if sm_budget is not None:
             setting = replace(setting, sm_budget=sm_budget, source="flags")
+        if fused_threshold is not None:
+            setting = replace(setting, use_fused=num_tokens >= fused_threshold, source="flags")
         return setting
 
     def with_entry(self, entry: TuningEntry) -> "TuningTable":

@@ -63,7 +63,7 @@ def _without_allreduce(original, model, *args, **kwargs):
 def _setting(state: WeaveState, num_tokens: int):
     cfg = state.config
     return state.table.lookup(state.key, num_tokens, split_threshold=cfg.tokenweave_split_threshold,
-                              sm_budget=cfg.tokenweave_sm_budget)
+                              sm_budget=cfg.tokenweave_sm_budget, fused_threshold=cfg.tokenweave_fused_threshold)
 
 
 def _capturing(state: WeaveState) -> bool:
@@ -101,7 +101,10 @@ def _woven_forward(model, state: WeaveState, input_ids, positions, forward_batch
         return None
     setting = _setting(state, num_tokens)
     if not setting.use_fused:
-        state.note_once("unfused-bucket", f"SGLang's all-reduce kept for batches in tuned bucket {setting.bucket}")
+        where = f"tuned bucket {setting.bucket}" if setting.bucket is not None else \
+            f"{setting.source}, tp={state.world_size}"
+        state.note_once(f"unfused-{where}", f"SGLang's all-reduce + RMSNorm kept for {num_tokens}-token "
+                                            f"batches ({where})")
         return None
     capturing = _capturing(state)
     if num_tokens > state.capacity:

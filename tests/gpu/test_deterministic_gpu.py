@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deterministic_client import (  # noqa: E402
-    PROMPTS, SAMPLING, det_params, generate, metric, wait_for_idle_pool,
+    PROMPTS, SAMPLING, det_params, generate, metric, scheduler_reports, wait_for_idle_pool,
 )
 
 pytestmark = pytest.mark.gpu
@@ -59,6 +59,9 @@ def test_identical_alone_and_under_load(server):
             assert {case: f.result() for case, f in det.items()} == reference
             [f.result() for f in noise]
     assert metric(server, "rollback_events") > 0
+    for process in scheduler_reports(server):  # the passes replayed SGLang's prefill CUDA graph
+        path = process["features"]["deterministic_verify_graph"]
+        assert path["active"] is True and "prefill CUDA graph" in path["reason"], path
     pool_state = wait_for_idle_pool(server)
     assert pool_state is not None and pool_state["free_tokens"] == pool_state["total_tokens"], pool_state
 

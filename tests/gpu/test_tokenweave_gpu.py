@@ -45,7 +45,8 @@ def servers(request, start_server):
     if torch.cuda.device_count() < tp:
         pytest.skip(f"needs {tp} CUDA GPUs, found {torch.cuda.device_count()}")
     stock = start_server(_gpu_args(tp), env=SAFE_ENV)
-    woven = start_server([*_gpu_args(tp), "--enable-tokenweave", "--tokenweave-split-threshold", str(THRESHOLD)],
+    woven = start_server([*_gpu_args(tp), "--enable-tokenweave", "--tokenweave-split-threshold", str(THRESHOLD),
+                          "--tokenweave-fused-threshold", "1"],  # the fused kernel at every size, TP2 too
                          env=SAFE_ENV)
     return tp, stock, woven
 
