@@ -104,8 +104,8 @@ def verify_before_scheduling(original, scheduler, running_batch, last_batch, *ar
 def _blocked_once_processed(running_batch, queue) -> bool:
     """Whether a deterministic request of the running batch needs a pass before its next step,
     counting the tokens that the decode steps in flight will bring."""
-    dets = [(req, det_of(req)) for req in (running_batch.reqs if running_batch else ())
-            if is_deterministic_req(req) and not req.finished() and det_of(req) is not None]
+    dets = [(req, det) for req in (running_batch.reqs if running_batch else ())
+            if is_deterministic_req(req) and not req.finished() and (det := det_of(req)) is not None]
     if not dets:
         return False
     in_flight = Counter(id(req) for batch, _ in queue if batch.forward_mode.is_decode() for req in batch.reqs)
