@@ -131,7 +131,7 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="TOKENS",
         help="Use the fused all-reduce + residual + RMSNorm for batches of at least this many tokens; "
-        "smaller ones keep SGLang's (default: from the tuning data, else 1024 at TP2 and 1 otherwise).",
+        "smaller ones keep SGLang's (default: from the tuning data, else 1024).",
     )
     tw.add_argument(
         "--tokenweave-comm-variant",

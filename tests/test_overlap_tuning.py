@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sglang_tokenweave.overlap.split_plan import plan_forward
 from sglang_tokenweave.overlap.tuning import (
-    DEFAULT_FUSED_THRESHOLD_BY_TP,
+    DEFAULT_FUSED_THRESHOLD,
     DEFAULT_SM_BUDGET,
     DEFAULT_SPLIT_OFFSET,
     DEFAULT_SPLIT_THRESHOLD,
@@ -135,12 +135,12 @@ def test_below_smallest_bucket_uses_defaults():
     assert setting.split_threshold == DEFAULT_SPLIT_THRESHOLD
 
 
-def test_defaults_keep_sglang_path_for_small_batches_at_tp2_only():
-    table, fused_from = load_tuning(None), DEFAULT_FUSED_THRESHOLD_BY_TP[2]
-    assert not table.lookup(key_8b(tp=2), 1).use_fused
-    assert not table.lookup(key_8b(tp=2), fused_from - 1).use_fused
-    assert table.lookup(key_8b(tp=2), fused_from).use_fused
-    assert table.lookup(key_8b(tp=4), 1).use_fused and table.lookup(key_8b(tp=8), 1).use_fused
+def test_defaults_keep_sglang_path_for_small_batches_at_every_tp():
+    table = load_tuning(None)
+    for tp in (2, 4, 8):
+        assert not table.lookup(key_8b(tp=tp), 1).use_fused
+        assert not table.lookup(key_8b(tp=tp), DEFAULT_FUSED_THRESHOLD - 1).use_fused
+        assert table.lookup(key_8b(tp=tp), DEFAULT_FUSED_THRESHOLD).use_fused
 
 
 def test_fused_threshold_flag_overrides_defaults_and_data():

@@ -37,14 +37,13 @@ def _state(threshold=None, world_size=2):
                       use_multimem=False, runner=None)
 
 
-def test_defaults_keep_sglang_all_reduce_for_small_batches_at_tp2():
-    from sglang_tokenweave.overlap import DEFAULT_FUSED_THRESHOLD_BY_TP
+def test_defaults_keep_sglang_all_reduce_for_small_batches():
+    from sglang_tokenweave.overlap import DEFAULT_FUSED_THRESHOLD
     from sglang_tokenweave.tokenweave.hooks import _setting
 
-    fused_from = DEFAULT_FUSED_THRESHOLD_BY_TP[2]
-    assert not _setting(_state(world_size=2), 1).use_fused
-    assert _setting(_state(world_size=2), fused_from).use_fused
-    assert _setting(_state(world_size=4), 1).use_fused
+    for world_size in (2, 4):
+        assert not _setting(_state(world_size=world_size), DEFAULT_FUSED_THRESHOLD - 1).use_fused
+        assert _setting(_state(world_size=world_size), DEFAULT_FUSED_THRESHOLD).use_fused
 
 
 def _batch(mode, extend, prefix):

@@ -18,7 +18,7 @@ from sglang_tokenweave.overlap.split_plan import (
     plan_forward,
 )
 from sglang_tokenweave.overlap.tuning import (
-    DEFAULT_FUSED_THRESHOLD_BY_TP,
+    DEFAULT_FUSED_THRESHOLD,
     DEFAULT_SM_BUDGET,
     DEFAULT_SPLIT_OFFSET,
     DEFAULT_SPLIT_THRESHOLD,
@@ -34,7 +34,7 @@ from sglang_tokenweave.overlap.tuning import (
 
 __all__ = [
     "DEFAULT_ALIGN",
-    "DEFAULT_FUSED_THRESHOLD_BY_TP",
+    "DEFAULT_FUSED_THRESHOLD",
     "DEFAULT_SM_BUDGET",
     "DEFAULT_SPLIT_OFFSET",
     "DEFAULT_SPLIT_THRESHOLD",

@@ -31,7 +31,7 @@ Lookup: the entry whose key matches exactly, then the largest bucket not above t
 token count. A batch below the smallest bucket, or with no matching entry (or no file), gets
 the built-in defaults: split from ``DEFAULT_SPLIT_THRESHOLD`` tokens, offset
 ``DEFAULT_SPLIT_OFFSET``, ``DEFAULT_SM_BUDGET`` SMs, fused kernel from
-``default_fused_threshold(tp)`` tokens on.
+``DEFAULT_FUSED_THRESHOLD`` tokens on.
 
 ``use_fused`` (optional, default true) says whether the fused kernel beats SGLang's own
 all-reduce + RMSNorm at that bucket; where it does not, SGLang's path is kept.
@@ -59,11 +59,13 @@ FORMAT_VERSION = 1
 DEFAULT_SPLIT_THRESHOLD = 8192
 DEFAULT_SPLIT_OFFSET = 0  # rows added to T // 2 before aligning the cut
 DEFAULT_SM_BUDGET = 16  # SMs (thread blocks) the communication kernel may occupy
-# Tokens, per TP size; smaller batches keep SGLang's all-reduce + RMSNorm (1 where absent).
-# At TP2 SGLang's one-shot custom all-reduce beats our kernel's two cross-GPU barriers on
-# decode-sized batches (H100, 70B layer shape, batch-1 decode: fused 0.90-0.95x of stock; at
-# TP4 1.02-1.08x), and from 1K tokens the two are within noise (benchmarks/results).
-DEFAULT_FUSED_THRESHOLD_BY_TP = {2: 1024}
+# Tokens; smaller batches (decode among them) keep SGLang's all-reduce + RMSNorm. On decode-sized
+# batches SGLang's one-shot custom all-reduce competes with our kernel's two cross-GPU barriers:
+# H100, 70B layer shape, batch-1 decode in CUDA graphs, fused vs stock: TP2 0.90-0.98x in every
+# measurement, TP4 1.02-1.08x in one run and 0.87-0.96x in another; from 1K tokens the fused
+# kernel is at or above stock at TP2 and TP4 (benchmarks/results). Unmeasured sizes (TP8) keep
+# SGLang's path too.
+DEFAULT_FUSED_THRESHOLD = 1024
 
 LAYER_SHAPE_NAMES = ("qkv", "o", "gate_up", "down")
 
@@ -200,16 +202,12 @@ class TuningEntry:
         }
 
 
-def default_fused_threshold(tp: int) -> int:
-    return DEFAULT_FUSED_THRESHOLD_BY_TP.get(tp, 1)
-
-
-def default_setting(tp: int, num_tokens: int) -> Setting:
+def default_setting(num_tokens: int) -> Setting:
     return Setting(
         split_offset=DEFAULT_SPLIT_OFFSET,
         sm_budget=DEFAULT_SM_BUDGET,
         split_threshold=DEFAULT_SPLIT_THRESHOLD,
-        use_fused=num_tokens >= default_fused_threshold(tp),
+        use_fused=num_tokens >= DEFAULT_FUSED_THRESHOLD,
         gemm_carveout=False,
         bucket=None,
         source="defaults",
@@ -241,7 +239,7 @@ class TuningTable:
         entry = self.find(key)
         bucket = entry.bucket_for(num_tokens) if entry else None
         if bucket is None:
-            setting = default_setting(key.tp, num_tokens)
+            setting = default_setting(num_tokens)
         else:
             setting = Setting(
                 split_offset=bucket.split_offset,
