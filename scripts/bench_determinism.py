@@ -217,10 +217,19 @@ def summarize(runs: list[tuple[list[float], list[list[int]], float]], solo: dict
         "latency_p99_us": statistics.median(p99),
         "identical": (sum(matches) / len(matches)) if matches else None,
         "rollback_rate": (delta.get("tokens_rolled_back", 0.0) / verified) if verified else None,
-        "verification_passes": (delta["verification_passes"] / len(runs)) if "verification_passes" in delta else None,
+        "verification_passes": _per_run(delta, "verification_passes", len(runs)),
         # Share of the runs' wall time spent in verification passes (the whole batch waits).
         "verify_time_share": (delta["verification_seconds"] / sum(walls)) if "verification_seconds" in delta else None,
+        # Per run: prefill batches run for one deterministic request alone, decode steps with
+        # deterministic rows, and the share of wall time the host spent sampling those rows.
+        "isolated_prefills": _per_run(delta, "isolated_prefills", len(runs)),
+        "fast_path_steps": _per_run(delta, "fast_path_steps", len(runs)),
+        "sampler_time_share": (delta["sampler_seconds"] / sum(walls)) if "sampler_seconds" in delta else None,
     }
+
+
+def _per_run(delta: dict[str, float], name: str, runs: int) -> float | None:
+    return delta[name] / runs if name in delta else None
 
 
 def card_name() -> tuple[str, str]:

@@ -24,6 +24,7 @@ from sglang_tokenweave.determinism.config import (
     DEFAULT_LOOKAHEAD_BLOCKS,
     DEFAULT_VERIFY_ROWS,
     DEFAULT_WINDOW,
+    SAMPLING_KERNELS,
     VERIFY_ROWS_RANGE,
     WINDOW_RANGE,
 )
@@ -50,6 +51,7 @@ class OverlayConfig:
     deterministic_verify_rows: int = DEFAULT_VERIFY_ROWS
     deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
     deterministic_verify_eager: bool = False
+    deterministic_sampling_kernel: str = "torch"
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
     # verification must roll tokens back. Never set in production.
     deterministic_test_perturb_logits: float = 0.0
@@ -181,6 +183,14 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Run verification passes eagerly even where SGLang captured prefill CUDA graphs "
         "(slower; the passes stay deterministic either way, each path with its own numerics).",
+    )
+    det.add_argument(
+        "--deterministic-sampling-kernel",
+        choices=SAMPLING_KERNELS,
+        default=OverlayConfig.deterministic_sampling_kernel,
+        help="How deterministic rows are sampled: 'torch' (about 25 small kernels per batch) or "
+        "'triton' (one kernel for rows without top-k / top-p; CUDA only). Either is deterministic; "
+        "they may differ in rare tokens, so outputs are reproducible per choice (default: %(default)s).",
     )
     det.add_argument(
         "--deterministic-test-perturb-logits",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from sglang_tokenweave.config import OverlayConfig, add_overlay_args, config_to_env, split_overlay_argv
+from sglang_tokenweave.determinism.config import sampling_kernel_error
 from sglang_tokenweave.report import RUN_DIR_ENV
 
 logger = logging.getLogger("sglang_tokenweave")
@@ -89,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_plugins()
     sglang_argv, used_tiny_model = sglang_argv_with_defaults(sglang_argv)
     server_args = prepare_server_args(sglang_argv)
+    if overlay.enable_deterministic_requests and (
+            error := sampling_kernel_error(overlay.deterministic_sampling_kernel, server_args.device)):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        sys.exit(f"sglang-tokenweave: {error}")
     if used_tiny_model:
         logger.warning("No --model-path given: serving the built-in tiny model at %s", server_args.model_path)
     logger.info("sglang-tokenweave overlay: features %s, flags %s", overlay.active_features(), overlay.to_argv())

@@ -95,15 +95,19 @@ def test_repeated_runs_are_summarized_by_medians_and_every_output_is_checked():
     runs = [([1.0, 2.0, 3.0], [[1, 2], [3]], 1.0), ([2.0, 4.0, 6.0], [[1, 2], [3]], 3.0),
             ([1.5, 1.5, 1.5], [[1, 9], [3]], 2.0)]
     delta = {"tokens_verified": 40.0, "tokens_rolled_back": 10.0, "verification_passes": 6.0,
-             "verification_seconds": 1.2}
+             "verification_seconds": 1.2, "isolated_prefills": 9.0, "fast_path_steps": 30.0,
+             "sampler_seconds": 0.3}
     summary = bench_determinism.summarize(runs, {0: [1, 2]}, delta)
     assert summary["repeats"] == 3 and summary["throughput_samples"] == [3.0, 1.0, 1.5]
     assert summary["throughput_tok_s"] == 1.5 and summary["latency_p50_us"] == 2.0e6
     assert summary["identical"] == 2 / 3  # the third run's output differs from the solo run
     assert summary["rollback_rate"] == 0.25 and summary["verification_passes"] == 2.0
     assert summary["verify_time_share"] == pytest.approx(0.2)  # of the runs' 6 s
+    assert summary["isolated_prefills"] == 3.0 and summary["fast_path_steps"] == 10.0
+    assert summary["sampler_time_share"] == pytest.approx(0.05)
     plain = bench_determinism.summarize(runs[:1], {}, {})
     assert plain["identical"] is None and plain["rollback_rate"] is None and plain["verify_time_share"] is None
+    assert plain["isolated_prefills"] is None and plain["sampler_time_share"] is None
 
 
 def test_every_loaded_run_starts_from_an_empty_prefix_cache(monkeypatch):

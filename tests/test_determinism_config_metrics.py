@@ -3,7 +3,7 @@
 import pytest
 
 from sglang_tokenweave.config import OverlayConfig, split_overlay_argv
-from sglang_tokenweave.determinism.config import DEFAULT_LOOKAHEAD_BLOCKS, DeterminismConfig
+from sglang_tokenweave.determinism.config import DEFAULT_LOOKAHEAD_BLOCKS, DeterminismConfig, sampling_kernel_error
 from sglang_tokenweave.determinism.metrics import DeterminismMetrics
 from sglang_tokenweave.determinism.state import DeterministicRequest
 
@@ -16,6 +16,14 @@ def test_defaults_agree_with_launcher_flags():
     assert not config.verify_eager
     flags, _ = split_overlay_argv(["--deterministic-verify-eager"])
     assert DeterminismConfig.from_flags(flags).verify_eager
+    assert config.sampling_kernel == "torch"
+    flags, _ = split_overlay_argv(["--deterministic-sampling-kernel", "triton"])
+    assert DeterminismConfig.from_flags(flags).sampling_kernel == "triton"
+
+
+def test_triton_sampling_kernel_is_for_cuda_only():
+    assert sampling_kernel_error("triton", "cuda") is None and sampling_kernel_error("torch", "cpu") is None
+    assert "--deterministic-sampling-kernel triton needs CUDA GPUs (--device cpu)" in sampling_kernel_error("triton", "cpu")
 
 
 def test_default_lookahead_never_exceeds_the_verification_rows():
@@ -28,7 +36,8 @@ def test_default_lookahead_never_exceeds_the_verification_rows():
 
 
 @pytest.mark.parametrize("kwargs", [dict(window=0), dict(window=513), dict(verify_rows=0), dict(perturb_logits=-1.0),
-                                    dict(verify_rows=2, lookahead_blocks=3), dict(lookahead_blocks=0)])
+                                    dict(verify_rows=2, lookahead_blocks=3), dict(lookahead_blocks=0),
+                                    dict(sampling_kernel="cuda")])
 def test_out_of_range_values_are_rejected(kwargs):
     with pytest.raises(ValueError):
         DeterminismConfig(**kwargs)
@@ -44,6 +53,9 @@ def test_metrics_count_commits_and_rollbacks():
     metrics.on_pass(real_rows=1, seconds=0.25)
     metrics.on_commit(state.apply_verification([2, 9, 9, 9]), tokens_verified=4)
     metrics.on_restart()
+    metrics.on_sampled(is_decode=False, seconds=0.5)
+    metrics.on_sampled(is_decode=True, seconds=0.25)
+    metrics.on_sampled(is_decode=True, seconds=0.25)
     assert metrics.snapshot() == {
         "requests": 1,
         "verification_passes": 1,
@@ -54,4 +66,7 @@ def test_metrics_count_commits_and_rollbacks():
         "tokens_rolled_back": 3,
         "rollback_events": 1,
         "restarts": 1,
+        "isolated_prefills": 1,
+        "fast_path_steps": 2,
+        "sampler_seconds": 1.0,
     }

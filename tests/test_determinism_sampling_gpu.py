@@ -1,5 +1,7 @@
 """Batch invariance of the seeded sampler and log-probabilities on a CUDA device."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -61,3 +63,29 @@ def test_sampled_frequencies_on_device_match_the_distribution(pool):
     probs = torch.softmax(top.values.double(), dim=-1).cpu()
     freq = torch.stack([(tokens == t).double().mean() for t in top.indices.cpu()])
     assert torch.all((freq - probs).abs() <= 5 * torch.sqrt(probs * (1 - probs) / n) + 1e-4)
+
+
+def test_triton_kernel_samples_what_the_pytorch_path_samples(pool):
+    # Rows without top-k / top-p take the kernel; its exponential may differ from PyTorch's in
+    # the last bit, which changes a token only where u falls on a weight boundary.
+    rows = [dataclasses.replace(mixed_params(i), top_p=1.0, top_k=-1) for i in range(ROWS)]
+    plan = plan_sampling(rows, VOCAB, "cuda")
+    assert torch.equal(sample(pool, plan, kernel="triton"), sample(pool, plan))
+    mixed = plan_sampling([mixed_params(i) for i in range(ROWS)], VOCAB, "cuda")
+    assert torch.equal(sample(pool, mixed, kernel="triton"), sample(pool, mixed))
+
+
+def test_triton_kernel_gives_a_row_the_same_token_in_any_batch(pool):
+    g = torch.Generator().manual_seed(2)
+    rows = [mixed_params(i) for i in range(ROWS)]
+
+    def triton_tokens(logits, batch_rows):
+        return sample(logits, plan_sampling(batch_rows, VOCAB, "cuda"), kernel="triton")
+
+    alone = {i: triton_tokens(pool[i : i + 1], [rows[i]]) for i in range(0, ROWS, 7)}
+    for batch in (3, 64, ROWS):
+        index = torch.randperm(ROWS, generator=g)[:batch]
+        got = triton_tokens(pool[index.cuda()], [rows[i] for i in index.tolist()])
+        for position, row in enumerate(index.tolist()):
+            if row in alone:
+                assert torch.equal(got[position], alone[row][0]), (batch, row)

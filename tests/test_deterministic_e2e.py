@@ -160,6 +160,9 @@ class TestTp1:
         assert metric(server, "verification_passes") > 0
         assert metric(server, "verification_seconds") > 0
         assert metric(server, "tokens_verified") > 0
+        # Every deterministic request is prefilled alone and then decodes on the fast path.
+        assert metric(server, "isolated_prefills") >= metric(server, "requests")
+        assert metric(server, "fast_path_steps") > 0 and metric(server, "sampler_seconds") > 0
         assert metric(server, "requests") >= len(CASES) * 8  # the reference and the 7 loaded runs at least
         _assert_pool_idle(server)
 

@@ -14,6 +14,7 @@ from sglang_tokenweave.config import (
     overlay_switched_on,
     split_overlay_argv,
 )
+from sglang_tokenweave.cpu_support import cuda_available
 from sglang_tokenweave.launch_server import parse_launch_args
 
 
@@ -49,6 +50,7 @@ def test_tiny_model_is_the_default():
     ("--deterministic-verify-rows", "-3", "--deterministic-verify-rows must be in [1, 256], got -3"),
     ("--tokenweave-comm-variant", "nvls", "invalid choice: 'nvls'"),
     ("--deterministic-lookahead-blocks", "9", "--deterministic-lookahead-blocks must be in [1, 8], got 9"),
+    ("--deterministic-sampling-kernel", "cuda", "invalid choice: 'cuda'"),
 ])
 def test_our_flags_are_range_checked(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -102,6 +104,16 @@ def test_bad_value_of_our_flag_exits_before_sglang_starts():
     result = run_launcher("--tokenweave-sm-budget", "999")
     assert result.returncode == 2
     assert "--tokenweave-sm-budget must be in [1, 256], got 999" in result.stderr
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the refusal on a machine without CUDA (CI)")
+def test_triton_sampling_kernel_needs_cuda():
+    config, _ = split_overlay_argv(["--deterministic-sampling-kernel", "triton"])
+    assert config.deterministic_sampling_kernel == "triton"
+    # This machine has no GPU: SGLang's --device is cpu, and the launcher says so before starting.
+    result = run_launcher("--enable-deterministic-requests", "--deterministic-sampling-kernel", "triton")
+    assert result.returncode == 1
+    assert "--deterministic-sampling-kernel triton needs CUDA GPUs (--device cpu)" in result.stderr
 
 
 def test_help_shows_sglang_flags_and_ours():

@@ -36,6 +36,16 @@ WINDOW_RANGE = (1, 512)
 DEFAULT_VERIFY_ROWS = 8
 VERIFY_ROWS_RANGE = (1, 256)
 DEFAULT_LOOKAHEAD_BLOCKS = 2
+# How seeded sampling runs: PyTorch ops, or one Triton kernel (``sampling_kernel``).
+SAMPLING_KERNELS = ("torch", "triton")
+
+
+def sampling_kernel_error(kernel: str, device: str) -> str | None:
+    """Why ``kernel`` cannot serve on SGLang's ``--device``, or None."""
+    if kernel == "triton" and device != "cuda":
+        return (f"--deterministic-sampling-kernel triton needs CUDA GPUs (--device {device}); "
+                "use --deterministic-sampling-kernel torch")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +59,8 @@ class DeterminismConfig:
     perturb_logits: float = 0.0
     # Run every verification pass eagerly even where SGLang captured prefill CUDA graphs.
     verify_eager: bool = False
+    # How deterministic rows are sampled (SAMPLING_KERNELS), fast path and verifier alike.
+    sampling_kernel: str = "torch"
 
     def __post_init__(self):
         low, high = WINDOW_RANGE
@@ -63,6 +75,8 @@ class DeterminismConfig:
             # one request's replay of L blocks takes L rows of one pass
             raise ValueError(f"lookahead_blocks must be in [1, verify_rows={self.verify_rows}], "
                              f"got {self.lookahead_blocks}")
+        if self.sampling_kernel not in SAMPLING_KERNELS:
+            raise ValueError(f"sampling_kernel must be one of {SAMPLING_KERNELS}, got {self.sampling_kernel!r}")
         if not self.perturb_logits >= 0.0:
             raise ValueError(f"perturb_logits must be >= 0, got {self.perturb_logits}")
 
@@ -73,11 +87,13 @@ class DeterminismConfig:
     @classmethod
     def from_flags(cls, flags) -> "DeterminismConfig":
         """From the overlay's parsed flags (``deterministic_window``, ``..._verify_rows``,
-        ``..._lookahead_blocks``, ``..._test_perturb_logits``, ``..._verify_eager``)."""
+        ``..._lookahead_blocks``, ``..._test_perturb_logits``, ``..._verify_eager``,
+        ``..._sampling_kernel``)."""
         return cls(
             window=flags.deterministic_window,
             verify_rows=flags.deterministic_verify_rows,
             lookahead_blocks=flags.deterministic_lookahead_blocks,
             perturb_logits=flags.deterministic_test_perturb_logits,
             verify_eager=flags.deterministic_verify_eager,
+            sampling_kernel=flags.deterministic_sampling_kernel,
         )

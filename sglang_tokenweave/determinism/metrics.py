@@ -18,6 +18,9 @@ class DeterminismMetrics:
     tokens_rolled_back: int = 0  # proposals dropped
     rollback_events: int = 0  # verifications that dropped at least one proposal
     restarts: int = 0  # retractions of deterministic requests
+    isolated_prefills: int = 0  # prefill batches (chunks) that ran one deterministic request alone
+    fast_path_steps: int = 0  # decode steps with at least one deterministic row
+    sampler_seconds: float = 0.0  # host time of seeded sampling in those batches (SGLang's own not counted)
 
     def on_request(self) -> None:
         self.requests += 1
@@ -33,6 +36,14 @@ class DeterminismMetrics:
         self.tokens_committed += len(result.committed_ids)
         self.tokens_rolled_back += result.num_dropped
         self.rollback_events += result.rolled_back
+
+    def on_sampled(self, is_decode: bool, seconds: float) -> None:
+        """A batch's deterministic rows were sampled: a fast-path step, or an isolated prefill."""
+        if is_decode:
+            self.fast_path_steps += 1
+        else:
+            self.isolated_prefills += 1
+        self.sampler_seconds += seconds
 
     def on_restart(self) -> None:
         self.restarts += 1

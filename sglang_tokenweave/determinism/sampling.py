@@ -21,6 +21,9 @@ float cumsum) are avoided because their rounding changes with the kernel configu
 changes with the number of rows. Cost of the quantisation: a token whose probability is below
 2**-33 of the most likely token's is never drawn.
 
+``sample(..., kernel="triton")`` runs steps 1, 2, 4 (and min_p) as one Triton kernel for rows
+without top-k / top-p (``sampling_kernel``); rows with them take this module's PyTorch ops.
+
 Plan/run split: ``plan_sampling`` turns host-side per-row parameters into device tensors (two
 copies) and decides which filters run, once per batch; ``sample`` runs with no host sync.
 Neither waits for the GPU: the copies go through pinned memory (``to_device``), so the overlap
@@ -34,6 +37,7 @@ from typing import Sequence
 
 import torch
 
+from .config import SAMPLING_KERNELS
 from .seeds import position_uniforms
 
 # SGLang treats temperatures below this as greedy.
@@ -79,6 +83,7 @@ class SamplingPlan:
     top_k: torch.Tensor  # int64 [R_k]
     top_p_rows: torch.Tensor  # int64 [R_p]
     top_p: torch.Tensor  # float64 [R_p]
+    filtered: torch.Tensor  # int64 [N]: 1 on rows with top_k or top_p enabled
     all_greedy: bool
     max_top_k: int  # 0 when no row uses top_k
     any_min_p: bool
@@ -104,7 +109,10 @@ def plan_sampling(
     floats[n : 2 * n] = torch.from_numpy(position_uniforms([r.seed for r in rows], [r.position for r in rows]))
     floats[2 * n : 3 * n] = torch.tensor(min_p, dtype=torch.float64)
     floats[3 * n :] = torch.tensor([rows[i].top_p for i in p_rows], dtype=torch.float64)
-    ints = torch.tensor(greedy + k_rows + [rows[i].top_k for i in k_rows] + p_rows, dtype=torch.int64)
+    filtered = [False] * n
+    for i in k_rows + p_rows:
+        filtered[i] = True
+    ints = torch.tensor(greedy + filtered + k_rows + [rows[i].top_k for i in k_rows] + p_rows, dtype=torch.int64)
     floats, ints = to_device(floats, device), to_device(ints, device)
     k = len(k_rows)
     return SamplingPlan(
@@ -114,10 +122,11 @@ def plan_sampling(
         temperature=floats[:n].float(),
         uniform=floats[n : 2 * n],
         min_p=floats[2 * n : 3 * n].float(),
-        top_k_rows=ints[n : n + k],
-        top_k=ints[n + k : n + 2 * k],
-        top_p_rows=ints[n + 2 * k :],
+        top_k_rows=ints[2 * n : 2 * n + k],
+        top_k=ints[2 * n + k : 2 * n + 2 * k],
+        top_p_rows=ints[2 * n + 2 * k :],
         top_p=floats[3 * n :],
+        filtered=ints[n : 2 * n],
         all_greedy=all(greedy),
         max_top_k=max((rows[i].top_k for i in k_rows), default=0),
         any_min_p=any(p > 0.0 for p in min_p),
@@ -133,12 +142,29 @@ def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
-def sample(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
-    """Token ids (int64 [N]) for logits [N, V] (any float dtype), one per row of the plan."""
+def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> torch.Tensor:
+    """Token ids (int64 [N]) for logits [N, V] (any float dtype), one per row of the plan.
+
+    ``kernel="triton"`` samples the rows without top-k / top-p in one kernel
+    (``sampling_kernel``; CUDA, or Triton's interpreter); the others take the PyTorch path
+    either way, so which path a row takes depends on that row alone."""
     if tuple(logits.shape) != (plan.num_rows, plan.vocab_size):
         raise ValueError(
             f"logits of shape {tuple(logits.shape)} for a plan of {plan.num_rows} x {plan.vocab_size}"
         )
+    if kernel == "triton":
+        from .sampling_kernel import sample_unfiltered
+
+        ids = sample_unfiltered(logits, plan)
+        if plan.max_top_k or plan.top_p_rows.numel():
+            ids = torch.where(plan.filtered != 0, _sample_torch(logits, plan), ids)
+        return ids
+    if kernel != "torch":
+        raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
+    return _sample_torch(logits, plan)
+
+
+def _sample_torch(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
     greedy_ids = torch.argmax(logits, dim=-1)
     if plan.all_greedy:
         return greedy_ids

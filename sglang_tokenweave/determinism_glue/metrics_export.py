@@ -23,6 +23,9 @@ COUNTERS = {
     "tokens_rolled_back": ("tokens_rolled_back", "Fast-path tokens dropped by verification."),
     "rollback_events": ("rollback_events", "Verifications that dropped at least one token."),
     "restarts": ("restarts", "Retractions that restarted a deterministic request."),
+    "isolated_prefills": ("isolated_prefills", "Prefill batches (chunks) run for one deterministic request alone."),
+    "fast_path_steps": ("fast_path_steps", "Decode steps with at least one deterministic row."),
+    "sampler_seconds": ("sampler_seconds", "Host time of seeded sampling of deterministic rows."),
 }
 
 # The status report is a file, rewritten at most this often while busy (and when idle):

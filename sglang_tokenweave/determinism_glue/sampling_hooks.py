@@ -10,6 +10,7 @@ function the verifier uses, so identical logits give identical tokens at any tem
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Optional
 
 import torch
@@ -21,9 +22,9 @@ from sglang_tokenweave.determinism.sampling import plan_sampling, sample, to_dev
 from .markers import is_deterministic_req
 from .runtime import det_for, row_params, runtime
 
-# (row indices, RowParams, is a decode batch) of the batch about to run, or None when it has no
-# deterministic row.
-_pending_rows: Optional[tuple[list[int], list, bool]] = None
+# (row indices, RowParams, is a decode batch, host seconds spent noting them) of the batch about
+# to run, or None when it has no deterministic row.
+_pending_rows: Optional[tuple[list[int], list, bool, float]] = None
 # True while the verifier's pass runs: logits are needed at every position.
 _verifying = False
 
@@ -34,6 +35,7 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
     _pending_rows = None
     if batch is None or not batch.reqs:
         return None
+    started = time.perf_counter()
     indices, rows = [], []
     is_decode = batch.forward_mode.is_decode()
     for i, req in enumerate(batch.reqs):
@@ -48,7 +50,7 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
                 position = det.state.sample_position(len(req.output_ids))
             rows.append(row_params(req, det, position))
     if indices:
-        _pending_rows = (indices, rows, is_decode)
+        _pending_rows = (indices, rows, is_decode, time.perf_counter() - started)
     return None
 
 
@@ -60,10 +62,13 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
     logits = logits_output.next_token_logits
     if pending is None or logits is None or logits.shape[0] != len(sampling_info.temperatures):
         return original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
-    indices, rows, is_decode = pending
+    indices, rows, is_decode, noted = pending
+    started = time.perf_counter()
     index = to_device(torch.tensor(indices), logits.device)
     det_logits = logits.index_select(0, index)  # a copy: SGLang's sampler works in place
+    ours = noted + time.perf_counter() - started
     ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
+    started = time.perf_counter()
     plan = plan_sampling(rows, det_logits.shape[1], device=det_logits.device)
     scale = runtime().config.perturb_logits
     proposal_logits = det_logits
@@ -73,12 +78,15 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
         generator = torch.Generator(device=det_logits.device)
         generator.manual_seed(next(runtime().perturb_steps) + 12345)
         proposal_logits = perturb_fast_path_logits(det_logits, scale, generator)
-    det_ids = sample(proposal_logits, plan)
+    det_ids = sample(proposal_logits, plan, kernel=runtime().config.sampling_kernel)
     ids[index] = det_ids.to(ids.dtype)
     if return_logprob and not is_decode:
         # The prefill's token is committed with its logprobs: the same batch-invariant formula
         # as the verifier's, for our token (SGLang's were for the token it sampled itself).
         _replace_logprobs(logits_output, indices, index, det_logits, plan, det_ids, top_logprobs_nums)
+    # Host time: what these rows add to launching the step (a decode step's work here never
+    # waits for the GPU; a prefill's logprobs may).
+    runtime().metrics.on_sampled(is_decode, ours + time.perf_counter() - started)
     return ids
 
 

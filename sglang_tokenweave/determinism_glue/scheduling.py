@@ -27,6 +27,7 @@ from array import array
 from collections import Counter
 
 from sglang_tokenweave import report
+from sglang_tokenweave.determinism.config import sampling_kernel_error
 from sglang_tokenweave.determinism.state import Phase
 
 from . import metrics_export
@@ -71,8 +72,11 @@ def prepare_scheduler(scheduler, server_args, *args, **kwargs):
         report.set_feature_status("deterministic_attention", False,
                                   f"backend {backend!r}: use --attention-backend triton")
     cfg = runtime().config
+    if error := sampling_kernel_error(cfg.sampling_kernel, server_args.device):
+        raise ValueError(error)  # the launcher checks first; this covers SGLang's own entry point
     report.set_feature_status(FEATURE, True, f"window W={cfg.window}, verify rows B={cfg.verify_rows}, "
-                                         f"lookahead blocks L={cfg.lookahead_blocks}")
+                                         f"lookahead blocks L={cfg.lookahead_blocks}, "
+                                         f"sampling kernel {cfg.sampling_kernel}")
     return None
 
 

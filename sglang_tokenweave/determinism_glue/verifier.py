@@ -154,7 +154,7 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
         logits = run_forward(model_runner, forward_batch).logits_output.next_token_logits
     with torch.inference_mode():
         plan = plan_sampling(sample_rows, logits.shape[1], device=logits.device)
-        verified_ids = sample(logits, plan)
+        verified_ids = sample(logits, plan, kernel=runtime().config.sampling_kernel)
         logprobs = _logprobs(logits, plan, verified_ids, real_reqs)
         verified = verified_ids.tolist()  # waits for the pass: the timing below includes it
 

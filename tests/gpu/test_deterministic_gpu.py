@@ -29,13 +29,14 @@ DET_ARGS = ["--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-
 CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
 
 
-@pytest.fixture(scope="module", params=[(1, 1), (2, 1), (2, 2)], ids=["tp1", "tp2", "tp2-lookahead2"])
+@pytest.fixture(scope="module", params=[(1, 1, "torch"), (2, 1, "torch"), (2, 2, "torch"), (2, 2, "triton")],
+                ids=["tp1", "tp2", "tp2-lookahead2", "tp2-lookahead2-triton-sampler"])
 def server(request, start_server):
-    tp, lookahead = request.param
+    tp, lookahead, kernel = request.param
     if torch.cuda.device_count() < tp:
         pytest.skip(f"needs {tp} CUDA GPUs")
-    return start_server(["--tp", str(tp), *DET_ARGS, "--deterministic-lookahead-blocks", str(lookahead)],
-                        env=SAFE_ENV)
+    return start_server(["--tp", str(tp), *DET_ARGS, "--deterministic-lookahead-blocks", str(lookahead),
+                         "--deterministic-sampling-kernel", kernel], env=SAFE_ENV)
 
 
 def _det(server, case):

@@ -1,0 +1,95 @@
+"""``sampling.sample`` for rows without top-k / top-p, as one Triton kernel.
+
+The PyTorch path launches about 25 small kernels per call; on a fast-path decode step that is
+host time the whole batch waits for. Here one program samples one row, in three passes over
+its vocabulary (max, total weight, position of the target), so a row's token depends on that
+row alone, as in the PyTorch path. The arithmetic is the same (weights round(r * 2**32) as
+integers, exact integer sums, ``floor(u * total)``), except that the exponential is Triton's:
+it can differ from PyTorch's in the last bit, which moves a weight by a few units in 2**32 and
+changes a token only where ``u`` falls within that distance of a boundary. A server samples
+every deterministic row with the same kernel (fast path and verifier alike), so its outputs
+stay reproducible; switching kernels is a change of numerics, like any other flag.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .sampling import SamplingPlan
+
+_BLOCK = 1024
+_WEIGHT_SCALE = tl.constexpr(4294967296.0)  # 2**32, as in sampling._WEIGHT_SCALE
+
+
+@triton.jit
+def _weights(x, temperature, rel_max, min_p):
+    """round(exp(x / T - max) * 2**32) as int64, 0 below min_p (round half to even, as torch.round)."""
+    e = tl.exp(tl.div_rn(x, temperature) - rel_max)
+    e = tl.where(e >= min_p, e, 0.0)
+    scaled = e.to(tl.float64) * _WEIGHT_SCALE  # exact: a power of two
+    low = tl.floor(scaled)
+    frac = scaled - low
+    whole = low.to(tl.int64)
+    up = (frac > 0.5) | ((frac == 0.5) & ((whole & 1) == 1))
+    return whole + up.to(tl.int64)
+
+
+@triton.jit
+def _seeded_sample_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature_ptr, uniform_ptr, min_p_ptr,
+                          out_ptr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    base = logits_ptr + row.to(tl.int64) * row_stride
+    offs = tl.arange(0, BLOCK)
+    temperature = tl.load(temperature_ptr + row)
+
+    # Pass 1: the argmax (lowest index on ties, as torch.argmax) and the max of logits / T.
+    best = tl.full((), float("-inf"), tl.float32)
+    best_index = tl.full((), 0, tl.int64)
+    rel_max = tl.full((), float("-inf"), tl.float32)
+    for start in range(0, vocab, BLOCK):
+        index = start + offs
+        x = tl.load(base + index, mask=index < vocab, other=float("-inf")).to(tl.float32)
+        block_max = tl.max(x, axis=0)
+        take = block_max > best  # strictly: an equal max in a later block keeps the earlier index
+        best_index = tl.where(take, start + tl.argmax(x, axis=0).to(tl.int64), best_index)
+        best = tl.where(take, block_max, best)
+        rel_max = tl.maximum(rel_max, tl.max(tl.div_rn(x, temperature), axis=0))
+
+    # Pass 2: the total integer weight.
+    min_p = tl.load(min_p_ptr + row)
+    total = tl.full((), 0, tl.int64)
+    for start in range(0, vocab, BLOCK):
+        index = start + offs
+        x = tl.load(base + index, mask=index < vocab, other=float("-inf")).to(tl.float32)
+        total += tl.sum(_weights(x, temperature, rel_max, min_p), axis=0)
+
+    # Pass 3: the first index whose running weight exceeds the target is the number of indices
+    # whose running weight does not (running sums never fall; padding adds nothing past the end).
+    target = tl.floor(tl.load(uniform_ptr + row) * total.to(tl.float64)).to(tl.int64)
+    target = tl.minimum(target, total - 1)
+    running = tl.full((), 0, tl.int64)
+    chosen = tl.full((), 0, tl.int64)
+    for start in range(0, vocab, BLOCK):
+        index = start + offs
+        x = tl.load(base + index, mask=index < vocab, other=float("-inf")).to(tl.float32)
+        w = _weights(x, temperature, rel_max, min_p)
+        chosen += tl.sum((tl.cumsum(w, axis=0) + running <= target).to(tl.int64), axis=0)
+        running += tl.sum(w, axis=0)
+
+    greedy = tl.load(greedy_ptr + row) != 0
+    tl.store(out_ptr + row, tl.where(greedy, best_index, chosen))
+
+
+def sample_unfiltered(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
+    """Token ids (int64 [N]) of every row as if none had top-k / top-p (the caller replaces the
+    rows that have)."""
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    out = torch.empty(plan.num_rows, dtype=torch.int64, device=logits.device)
+    if plan.num_rows:
+        _seeded_sample_kernel[(plan.num_rows,)](
+            logits, logits.stride(0), plan.vocab_size, plan.greedy, plan.temperature, plan.uniform, plan.min_p,
+            out, BLOCK=_BLOCK)
+    return out

@@ -1,0 +1,83 @@
+"""The Triton sampling kernel against the PyTorch path, on CPU through Triton's interpreter.
+
+Triton reads TRITON_INTERPRET when a kernel is defined, so the checks run in a child process
+with it set (this file, run as a script). On GPUs: tests/test_determinism_sampling_gpu.py.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
+
+ROWS = 24
+
+
+def mixed_rows(n: int) -> list[RowParams]:
+    """Greedy, several temperatures, min_p; every third row with top_p and every fourth with
+    top_k (those take the PyTorch path under either kernel)."""
+    return [RowParams(seed=100 + i, position=7 + i, temperature=[0.0, 0.6, 1.0, 1.5][i % 4],
+                      min_p=[0.0, 0.02][i % 2], top_p=[1.0, 1.0, 0.9][i % 3], top_k=[-1, -1, -1, 40][i % 4])
+            for i in range(n)]
+
+
+def checks() -> dict:
+    """Run in the child: token ids of both kernels for each case."""
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    for vocab, dtype in ((512, torch.float32), (1000, torch.bfloat16), (2065, torch.float32)):
+        logits = (torch.randn(ROWS, vocab, generator=g) * 3).to(dtype)
+        logits[0, 5] = logits[0, vocab - 3] = logits[0].max() + 1  # a greedy tie across kernel blocks
+        plan = plan_sampling(mixed_rows(ROWS), vocab)
+        batch = sample(logits, plan, kernel="triton")
+        alone = [sample(logits[i : i + 1], plan_sampling(mixed_rows(ROWS)[i : i + 1], vocab), kernel="triton")
+                 for i in range(ROWS)]
+        out[f"{vocab}-{dtype}"] = {"torch": sample(logits, plan).tolist(), "triton": batch.tolist(),
+                                   "alone": torch.cat(alone).tolist()}
+    # Two equally likely tokens (weights 2**32 each) and u = 0.5: the target, 2**32, equals the
+    # first running sum, and the first index whose running sum exceeds it is 1.
+    logits = torch.full((1, 700), -1e4)
+    logits[0, 3] = logits[0, 650] = 0.0
+    plan = dataclasses.replace(plan_sampling([RowParams(seed=0, position=0)], 700),
+                               uniform=torch.tensor([0.5], dtype=torch.float64))
+    out["boundary"] = {"torch": sample(logits, plan).tolist(), "triton": sample(logits, plan, kernel="triton").tolist()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def results():
+    child = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert child.returncode == 0, child.stderr[-3000:]
+    return json.loads(child.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", ["512-torch.float32", "1000-torch.bfloat16", "2065-torch.float32"])
+def test_kernel_samples_what_the_pytorch_path_samples(results, case):
+    got = results[case]
+    assert got["triton"] == got["torch"]
+    assert got["triton"][0] == 5  # greedy tie: the lowest index, though the other max is in a later block
+
+
+@pytest.mark.parametrize("case", ["512-torch.float32", "1000-torch.bfloat16", "2065-torch.float32"])
+def test_a_row_gets_the_same_token_alone_and_in_a_batch(results, case):
+    assert results[case]["alone"] == results[case]["triton"]
+
+
+def test_the_target_on_a_running_sum_boundary_picks_the_next_token(results):
+    assert results["boundary"] == {"torch": [650], "triton": [650]}
+
+
+def test_unknown_kernel_is_refused():
+    plan = plan_sampling([RowParams(seed=0, position=0)], 8)
+    with pytest.raises(ValueError, match="sampling kernel must be one of"):
+        sample(torch.zeros(1, 8), plan, kernel="cuda")
+
+
+if __name__ == "__main__":
+    print(json.dumps(checks()))
