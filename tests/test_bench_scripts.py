@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bench_determinism  # noqa: E402
+import bench_seeded_sampler  # noqa: E402
 from bench_command import recorded_command  # noqa: E402
 
 from sglang_tokenweave.tiny_model import tiny_model_path  # noqa: E402
@@ -125,3 +126,13 @@ def test_every_loaded_run_starts_from_an_empty_prefix_cache(monkeypatch):
     server = type("S", (), {"url": "http://x"})()
     bench_determinism.measure(server, work, concurrency=4, solo_check=1, repeats=3)
     assert events == ["warm", "flush", "run", "flush", "run", "flush", "run", "solo"]
+
+
+def test_seeded_sampler_bench_writes_a_timing_per_kernel_rows_and_vocabulary(tmp_path):
+    bench_seeded_sampler.main(["--device", "cpu", "--rows", "1,3", "--vocabs", "512", "--iterations", "2",
+                               "--repeats", "1", "--out-dir", str(tmp_path)])
+    result = json.loads((tmp_path / "bench_seeded_sampler_cpu.json").read_text())
+    assert result["card"] == "cpu" and result["versions"]["torch"] == torch.__version__
+    assert [(r["kernel"], r["rows"], r["vocab"]) for r in result["results"]] == [("torch", 1, 512), ("torch", 3, 512)]
+    assert all(r[k] > 0 for r in result["results"] for k in ("plan_host_us", "sample_host_us", "sample_device_us"))
+    assert str(tmp_path) not in result["command"]

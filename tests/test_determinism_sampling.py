@@ -167,3 +167,25 @@ def test_perturbation_changes_fast_path_logits_only_when_enabled():
     assert noisy.shape == logits.shape and not torch.equal(noisy, logits)
     with pytest.raises(ValueError):
         perturb_fast_path_logits(logits, -1.0)
+
+
+def test_plan_carries_every_row_parameter_in_its_dtype():
+    rows = [RowParams(seed=5, position=9, temperature=0.0, top_k=3),  # greedy: filters off
+            RowParams(seed=6, position=10, temperature=0.7, top_k=3, min_p=0.25),
+            RowParams(seed=7, position=11, temperature=1.3, top_p=0.4),
+            RowParams(seed=8, position=12, temperature=0.9, top_k=V)]  # top_k >= vocab: off
+    plan = plan_sampling(rows, V)
+    assert plan.greedy.dtype == torch.bool and plan.greedy.tolist() == [True, False, False, False]
+    assert plan.temperature.dtype == torch.float32
+    assert plan.temperature.tolist() == pytest.approx([1.0, 0.7, 1.3, 0.9])
+    assert plan.min_p.dtype == torch.float32 and plan.min_p.tolist() == [0.0, 0.25, 0.0, 0.0]
+    assert plan.uniform.dtype == torch.float64 and ((plan.uniform >= 0) & (plan.uniform < 1)).all()
+    assert (plan.top_k_rows.tolist(), plan.top_k.tolist(), plan.max_top_k) == ([1], [3], 3)
+    assert (plan.top_p_rows.tolist(), plan.top_p.tolist()) == ([2], [0.4])
+    assert plan.filtered.dtype == torch.int64 and plan.filtered.tolist() == [0, 1, 1, 0]
+    assert (plan.all_greedy, plan.any_min_p) == (False, True)
+    again = plan_sampling(rows[1:2], V)  # a row's uniform is its own (seed, position) draw
+    assert again.uniform.item() == plan.uniform[1].item()
+    empty = plan_sampling([], V)
+    assert empty.num_rows == 0 and empty.all_greedy and empty.temperature.numel() == 0
+    assert sample(torch.zeros(0, V), empty).shape == (0,)

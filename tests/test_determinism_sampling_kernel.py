@@ -16,6 +16,8 @@ import torch
 from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
 
 ROWS = 24
+# Above the split threshold (8192): five chunks of 2048, the last one partial.
+LARGE_VOCAB = 9000
 
 
 def mixed_rows(n: int) -> list[RowParams]:
@@ -28,17 +30,24 @@ def mixed_rows(n: int) -> list[RowParams]:
 
 def checks() -> dict:
     """Run in the child: token ids of both kernels for each case."""
+    from sglang_tokenweave.determinism.sampling_kernel import SPLIT_ABOVE, sample_unfiltered
+
+    assert LARGE_VOCAB > SPLIT_ABOVE
     out = {}
     g = torch.Generator().manual_seed(0)
-    for vocab, dtype in ((512, torch.float32), (1000, torch.bfloat16), (2065, torch.float32)):
+    for vocab, dtype in ((512, torch.float32), (1000, torch.bfloat16), (2065, torch.float32),
+                         (LARGE_VOCAB, torch.bfloat16)):
         logits = (torch.randn(ROWS, vocab, generator=g) * 3).to(dtype)
         logits[0, 5] = logits[0, vocab - 3] = logits[0].max() + 1  # a greedy tie across kernel blocks
         plan = plan_sampling(mixed_rows(ROWS), vocab)
         batch = sample(logits, plan, kernel="triton")
         alone = [sample(logits[i : i + 1], plan_sampling(mixed_rows(ROWS)[i : i + 1], vocab), kernel="triton")
                  for i in range(ROWS)]
+        unfiltered = plan_sampling([dataclasses.replace(r, top_p=1.0, top_k=-1) for r in mixed_rows(ROWS)], vocab)
         out[f"{vocab}-{dtype}"] = {"torch": sample(logits, plan).tolist(), "triton": batch.tolist(),
-                                   "alone": torch.cat(alone).tolist()}
+                                   "alone": torch.cat(alone).tolist(),
+                                   "one program": sample_unfiltered(logits, unfiltered, split=False).tolist(),
+                                   "split": sample_unfiltered(logits, unfiltered, split=True).tolist()}
     # Two equally likely tokens (weights 2**32 each) and u = 0.5: the target, 2**32, equals the
     # first running sum, and the first index whose running sum exceeds it is 1.
     logits = torch.full((1, 700), -1e4)
@@ -46,6 +55,14 @@ def checks() -> dict:
     plan = dataclasses.replace(plan_sampling([RowParams(seed=0, position=0)], 700),
                                uniform=torch.tensor([0.5], dtype=torch.float64))
     out["boundary"] = {"torch": sample(logits, plan).tolist(), "triton": sample(logits, plan, kernel="triton").tolist()}
+    # The same with the two tokens in different chunks of the split strategy: the target is the
+    # whole first chunk's weight, so the search must move to the next chunk.
+    logits = torch.full((1, 5000), -1e4)
+    logits[0, 3] = logits[0, 4500] = 0.0
+    plan = dataclasses.replace(plan_sampling([RowParams(seed=0, position=0)], 5000),
+                               uniform=torch.tensor([0.5], dtype=torch.float64))
+    out["boundary across chunks"] = {"torch": sample(logits, plan).tolist(),
+                                     "split": sample_unfiltered(logits, plan, split=True).tolist()}
     return out
 
 
@@ -57,20 +74,34 @@ def results():
     return json.loads(child.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", ["512-torch.float32", "1000-torch.bfloat16", "2065-torch.float32"])
+CASES = ["512-torch.float32", "1000-torch.bfloat16", "2065-torch.float32", f"{LARGE_VOCAB}-torch.bfloat16"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_kernel_samples_what_the_pytorch_path_samples(results, case):
     got = results[case]
     assert got["triton"] == got["torch"]
     assert got["triton"][0] == 5  # greedy tie: the lowest index, though the other max is in a later block
 
 
-@pytest.mark.parametrize("case", ["512-torch.float32", "1000-torch.bfloat16", "2065-torch.float32"])
+@pytest.mark.parametrize("case", CASES)
 def test_a_row_gets_the_same_token_alone_and_in_a_batch(results, case):
     assert results[case]["alone"] == results[case]["triton"]
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_split_and_one_program_strategies_agree(results, case):
+    got = results[case]
+    assert got["split"] == got["one program"]
+    assert got["split"][0] == 5
+    filtered = [i for i, r in enumerate(mixed_rows(ROWS)) if r.top_p < 1.0 or r.top_k > 0]
+    unfiltered = [i for i in range(ROWS) if i not in filtered]
+    assert [got["split"][i] for i in unfiltered] == [got["torch"][i] for i in unfiltered]
+
+
 def test_the_target_on_a_running_sum_boundary_picks_the_next_token(results):
     assert results["boundary"] == {"torch": [650], "triton": [650]}
+    assert results["boundary across chunks"] == {"torch": [4500], "split": [4500]}
 
 
 def test_unknown_kernel_is_refused():

@@ -21,12 +21,13 @@ float cumsum) are avoided because their rounding changes with the kernel configu
 changes with the number of rows. Cost of the quantisation: a token whose probability is below
 2**-33 of the most likely token's is never drawn.
 
-``sample(..., kernel="triton")`` runs steps 1, 2, 4 (and min_p) as one Triton kernel for rows
-without top-k / top-p (``sampling_kernel``); rows with them take this module's PyTorch ops.
+``sample(..., kernel="triton")`` runs steps 1, 2, 4 (and min_p) as Triton kernels for rows
+without top-k / top-p (``sampling_kernel``: one launch, or three for large vocabularies); rows
+with them take this module's PyTorch ops.
 
-Plan/run split: ``plan_sampling`` turns host-side per-row parameters into device tensors (two
-copies) and decides which filters run, once per batch; ``sample`` runs with no host sync.
-Neither waits for the GPU: the copies go through pinned memory (``to_device``), so the overlap
+Plan/run split: ``plan_sampling`` turns host-side per-row parameters into device tensors (one
+copy) and decides which filters run, once per batch; ``sample`` runs with no host sync.
+Neither waits for the GPU: the copy goes through pinned memory (``to_device``), so the overlap
 scheduler's host work still overlaps the step that is running.
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .config import SAMPLING_KERNELS
@@ -102,35 +104,66 @@ def plan_sampling(
     greedy = [r.greedy for r in rows]
     k_rows = [i for i, r in enumerate(rows) if not greedy[i] and 0 < r.top_k < vocab_size]
     p_rows = [i for i, r in enumerate(rows) if not greedy[i] and r.top_p < 1.0]
-    min_p = [0.0 if g else r.min_p for g, r in zip(greedy, rows)]
-    # Two host-to-device copies: every float, then every integer.
-    floats = torch.empty(3 * n + len(p_rows), dtype=torch.float64)
-    floats[:n] = torch.tensor([1.0 if g else r.temperature for g, r in zip(greedy, rows)], dtype=torch.float64)
-    floats[n : 2 * n] = torch.from_numpy(position_uniforms([r.seed for r in rows], [r.position for r in rows]))
-    floats[2 * n : 3 * n] = torch.tensor(min_p, dtype=torch.float64)
-    floats[3 * n :] = torch.tensor([rows[i].top_p for i in p_rows], dtype=torch.float64)
     filtered = [False] * n
     for i in k_rows + p_rows:
         filtered[i] = True
-    ints = torch.tensor(greedy + filtered + k_rows + [rows[i].top_k for i in k_rows] + p_rows, dtype=torch.int64)
-    floats, ints = to_device(floats, device), to_device(ints, device)
+    min_p = [0.0 if g else r.min_p for g, r in zip(greedy, rows)]
     k = len(k_rows)
+    # One host-to-device copy of every field (a copy costs more host time than a few small
+    # fields), each read on the device as a view of its own dtype: no conversion kernels.
+    packed = _Packed()
+    uniform = packed.add(position_uniforms([r.seed for r in rows], [r.position for r in rows]), np.float64)
+    top_p = packed.add([rows[i].top_p for i in p_rows], np.float64)
+    ints = packed.add(filtered + k_rows + [rows[i].top_k for i in k_rows] + p_rows, np.int64)
+    temperature = packed.add([1.0 if g else r.temperature for g, r in zip(greedy, rows)], np.float32)
+    min_p_field = packed.add(min_p, np.float32)
+    greedy_field = packed.add(greedy, np.bool_)
+    on_device = to_device(torch.from_numpy(packed.buffer()), device)
+    ints = ints(on_device)
     return SamplingPlan(
         num_rows=n,
         vocab_size=vocab_size,
-        greedy=ints[:n].bool(),
-        temperature=floats[:n].float(),
-        uniform=floats[n : 2 * n],
-        min_p=floats[2 * n : 3 * n].float(),
-        top_k_rows=ints[2 * n : 2 * n + k],
-        top_k=ints[2 * n + k : 2 * n + 2 * k],
-        top_p_rows=ints[2 * n + 2 * k :],
-        top_p=floats[3 * n :],
-        filtered=ints[n : 2 * n],
+        greedy=greedy_field(on_device),
+        temperature=temperature(on_device),
+        uniform=uniform(on_device),
+        min_p=min_p_field(on_device),
+        top_k_rows=ints[n : n + k],
+        top_k=ints[n + k : n + 2 * k],
+        top_p_rows=ints[n + 2 * k :],
+        top_p=top_p(on_device),
+        filtered=ints[:n],
         all_greedy=all(greedy),
         max_top_k=max((rows[i].top_k for i in k_rows), default=0),
         any_min_p=any(p > 0.0 for p in min_p),
     )
+
+
+class _Packed:
+    """Arrays of several dtypes in one byte buffer, each at an 8-byte aligned offset so that a
+    slice of the buffer can be viewed as its dtype (on any device)."""
+
+    _ALIGN = 8
+
+    def __init__(self):
+        self._parts: list[tuple[int, np.ndarray]] = []  # (offset, array)
+        self._size = 0
+
+    def add(self, values, dtype):
+        """Queue ``values``; returns a function that reads them back from the buffer's tensor."""
+        array = np.asarray(values, dtype=dtype).reshape(-1)
+        start, nbytes = self._size, array.nbytes
+        self._parts.append((start, array))
+        self._size += -(-nbytes // self._ALIGN) * self._ALIGN
+        torch_dtype = torch.from_numpy(array[:0]).dtype
+        if not nbytes:  # an empty byte slice cannot be viewed as a wider dtype
+            return lambda buffer: torch.empty(0, dtype=torch_dtype, device=buffer.device)
+        return lambda buffer: buffer[start : start + nbytes].view(torch_dtype)
+
+    def buffer(self) -> np.ndarray:
+        out = np.zeros(self._size, dtype=np.uint8)
+        for start, array in self._parts:
+            out[start : start + array.nbytes] = array.view(np.uint8)
+        return out
 
 
 def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -152,6 +185,8 @@ def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> t
         raise ValueError(
             f"logits of shape {tuple(logits.shape)} for a plan of {plan.num_rows} x {plan.vocab_size}"
         )
+    if kernel not in SAMPLING_KERNELS:
+        raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
     if kernel == "triton":
         from .sampling_kernel import sample_unfiltered
 
@@ -159,8 +194,6 @@ def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> t
         if plan.max_top_k or plan.top_p_rows.numel():
             ids = torch.where(plan.filtered != 0, _sample_torch(logits, plan), ids)
         return ids
-    if kernel != "torch":
-        raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
     return _sample_torch(logits, plan)
 
 

@@ -1,0 +1,117 @@
+"""Cost of the seeded sampler of deterministic requests, per batch, PyTorch path vs Triton kernel.
+
+In a serving step the sampler's host time adds to the step (a small model's decode step is
+host-bound), its device time to the GPU's. For each kernel, number of rows and vocabulary size
+this measures, with rows half greedy and half at temperature 0.8 (no top-k / top-p, so every row
+takes the chosen kernel):
+- ``plan_host_us``: ``plan_sampling`` (per-row parameters to device tensors), host time;
+- ``sample_host_us``: launching ``sample`` (no wait for the device), host time;
+- ``sample_device_us``: ``sample``'s device time, from back-to-back calls between two syncs.
+Kernel ``triton-one-program`` is the Triton kernel's one-program-per-row strategy at every
+vocabulary size (``triton`` switches to the split strategy above ``SPLIT_ABOVE`` tokens).
+Medians over ``--repeats`` timings of ``--iterations`` calls each. Writes JSON with the card and
+versions.
+
+    python scripts/bench_seeded_sampler.py --out-dir benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench_command import recorded_command  # noqa: E402
+
+from sglang_tokenweave.determinism.config import SAMPLING_KERNELS  # noqa: E402
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample  # noqa: E402
+
+
+def rows_of(n: int, step: int) -> list[RowParams]:
+    return [RowParams(seed=1000 + i, position=100 + step, temperature=0.0 if i % 2 else 0.8) for i in range(n)]
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def sampler(kernel: str):
+    if kernel == "triton-one-program":
+        from sglang_tokenweave.determinism.sampling_kernel import sample_unfiltered
+
+        return lambda logits, plan: sample_unfiltered(logits, plan, split=False)
+    return lambda logits, plan: sample(logits, plan, kernel=kernel)
+
+
+def measure(kernel: str, num_rows: int, vocab: int, device: str, iterations: int, repeats: int) -> dict:
+    logits = torch.randn(num_rows, vocab, device=device).to(torch.bfloat16)
+    plans = [plan_sampling(rows_of(num_rows, i), vocab, device) for i in range(iterations)]
+    run = sampler(kernel)
+    for plan in plans[:3]:  # compile / warm up
+        run(logits, plan)
+    plan_host, sample_host, sample_total = [], [], []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        for i in range(iterations):
+            plan_sampling(rows_of(num_rows, i), vocab, device)
+        plan_host.append((time.perf_counter() - started) / iterations)
+        _sync(device)
+        started = time.perf_counter()
+        for plan in plans:
+            run(logits, plan)
+        sample_host.append((time.perf_counter() - started) / iterations)
+        _sync(device)
+        sample_total.append((time.perf_counter() - started) / iterations)
+    return {"kernel": kernel, "rows": num_rows, "vocab": vocab,
+            "plan_host_us": statistics.median(plan_host) * 1e6,
+            "sample_host_us": statistics.median(sample_host) * 1e6,
+            # back-to-back calls: the device time, or the host time where launching is slower
+            "sample_device_us": statistics.median(sample_total) * 1e6}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--kernels", default=None, help="comma-separated; default: all that run on --device")
+    parser.add_argument("--rows", default="1,4,16,64")
+    parser.add_argument("--vocabs", default="512,151936")
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    kernels = args.kernels.split(",") if args.kernels else (
+        [*SAMPLING_KERNELS, "triton-one-program"] if args.device == "cuda" else ["torch"])
+    results = [measure(k, int(n), int(v), args.device, args.iterations, args.repeats)
+               for v in args.vocabs.split(",") for n in args.rows.split(",") for k in kernels]
+    card = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    short = "h200" if "H200" in card else "h100" if "H100" in card else card.split()[-1].lower()
+    versions = {"torch": torch.__version__}
+    try:
+        import triton
+
+        versions["triton"] = triton.__version__
+    except ImportError:
+        versions["triton"] = None
+    out = args.out_dir / f"bench_seeded_sampler_{short}.json"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"card": card, "versions": versions,
+                               "command": recorded_command(__file__, sys.argv[1:] if argv is None else argv),
+                               "iterations": args.iterations, "repeats": args.repeats, "results": results},
+                              indent=2))
+    for r in results:
+        print(f"{r['kernel']:>6} rows {r['rows']:>3} vocab {r['vocab']:>6}: plan {r['plan_host_us']:7.1f} us host, "
+              f"sample {r['sample_host_us']:7.1f} us host, {r['sample_device_us']:7.1f} us back-to-back")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
