@@ -1,5 +1,6 @@
-"""The command line a result file records: enough to rerun it anywhere, nothing of the machine
-it ran on (output folders are dropped, file arguments keep their names only)."""
+"""What a result file records of its run: the command line, enough to rerun it anywhere and
+nothing of the machine it ran on (output folders are dropped, file arguments keep their names
+only), and the card, with the short name that result files are named by."""
 
 from __future__ import annotations
 
@@ -28,3 +29,12 @@ def recorded_command(script: str, argv: list[str]) -> str:
             arg = f"{name}={Path(value).name}"
         out.append(arg)
     return shlex.join(out)
+
+
+def card_name(device: str = "cuda") -> tuple[str, str]:
+    """The card's full name ("cpu" off CUDA) and its short name for file names ("h100", ...)."""
+    import torch
+
+    name = torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else "cpu"
+    short = "h200" if "H200" in name else "h100" if "H100" in name else name.split()[-1].lower()
+    return name, short

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import requests
 
-from bench_command import recorded_command
+from bench_command import card_name, recorded_command
 from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,14 +230,6 @@ def summarize(runs: list[tuple[list[float], list[list[int]], float]], solo: dict
 
 def _per_run(delta: dict[str, float], name: str, runs: int) -> float | None:
     return delta[name] / runs if name in delta else None
-
-
-def card_name() -> tuple[str, str]:
-    import torch
-
-    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    short = "h200" if "H200" in name else "h100" if "H100" in name else name.split()[-1].lower()
-    return name, short
 
 
 def versions() -> dict:

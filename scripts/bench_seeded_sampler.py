@@ -28,7 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench_command import recorded_command  # noqa: E402
+from bench_command import card_name, recorded_command  # noqa: E402
 
 from sglang_tokenweave.determinism.config import SAMPLING_KERNELS  # noqa: E402
 from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample  # noqa: E402
@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         [*SAMPLING_KERNELS, "triton-one-program"] if args.device == "cuda" else ["torch"])
     results = [measure(k, int(n), int(v), args.device, args.iterations, args.repeats)
                for v in args.vocabs.split(",") for n in args.rows.split(",") for k in kernels]
-    card = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    short = "h200" if "H200" in card else "h100" if "H100" in card else card.split()[-1].lower()
+    card, short = card_name(args.device)
     versions = {"torch": torch.__version__}
     try:
         import triton

@@ -178,7 +178,7 @@ def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> torch.Tensor:
     """Token ids (int64 [N]) for logits [N, V] (any float dtype), one per row of the plan.
 
-    ``kernel="triton"`` samples the rows without top-k / top-p in one kernel
+    ``kernel="triton"`` samples the rows without top-k / top-p with Triton kernels
     (``sampling_kernel``; CUDA, or Triton's interpreter); the others take the PyTorch path
     either way, so which path a row takes depends on that row alone."""
     if tuple(logits.shape) != (plan.num_rows, plan.vocab_size):

@@ -1,4 +1,4 @@
-"""``sampling.sample`` for rows without top-k / top-p, as one Triton kernel.
+"""``sampling.sample`` for rows without top-k / top-p, as Triton kernels.
 
 The PyTorch path launches about 25 small kernels per call; on a fast-path decode step that is
 host time the whole batch waits for. Here one program samples one row, in three passes over
