@@ -24,7 +24,7 @@ from sglang_tokenweave.determinism.config import (
     DEFAULT_LOOKAHEAD_BLOCKS,
     DEFAULT_VERIFY_ROWS,
     DEFAULT_WINDOW,
-    SAMPLING_KERNELS,
+    SAMPLING_KERNEL_CHOICES,
     VERIFY_ROWS_RANGE,
     WINDOW_RANGE,
 )
@@ -51,7 +51,7 @@ class OverlayConfig:
     deterministic_verify_rows: int = DEFAULT_VERIFY_ROWS
     deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
     deterministic_verify_eager: bool = False
-    deterministic_sampling_kernel: str = "torch"
+    deterministic_sampling_kernel: str = "auto"
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
     # verification must roll tokens back. Never set in production.
     deterministic_test_perturb_logits: float = 0.0
@@ -186,11 +186,12 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--deterministic-sampling-kernel",
-        choices=SAMPLING_KERNELS,
+        choices=SAMPLING_KERNEL_CHOICES,
         default=OverlayConfig.deterministic_sampling_kernel,
-        help="How deterministic rows are sampled: 'torch' (about 25 small kernels per batch) or "
-        "'triton' (one kernel for rows without top-k / top-p; CUDA only). Either is deterministic; "
-        "they may differ in rare tokens, so outputs are reproducible per choice (default: %(default)s).",
+        help="How deterministic rows are sampled: 'torch' (about 25 small kernels per batch), "
+        "'triton' (one to three Triton kernels for rows without top-k / top-p; CUDA only) or 'auto' "
+        "(triton on CUDA GPUs, torch elsewhere). Either kernel is deterministic; they may differ in "
+        "rare tokens, so outputs are reproducible per kernel (default: %(default)s).",
     )
     det.add_argument(
         "--deterministic-test-perturb-logits",

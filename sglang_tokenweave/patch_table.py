@@ -127,6 +127,13 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         why="publish the idle KV pool's free size, so tests can check that rollbacks free every slot",
     ),
     PatchTarget(
+        target="sglang.srt.managers.schedule_batch.Req.__init__",
+        hook="sglang_tokenweave.determinism_glue.scheduling:track_deterministic_req",
+        kind="after",
+        feature="deterministic_requests",
+        why="know whether any deterministic request is alive, so that the per-step hooks cost nothing without one",
+    ),
+    PatchTarget(
         target="sglang.srt.managers.scheduler.Scheduler.get_next_batch_to_run",
         hook="sglang_tokenweave.determinism_glue.scheduling:verify_before_scheduling",
         kind="around",

@@ -3,7 +3,12 @@
 import pytest
 
 from sglang_tokenweave.config import OverlayConfig, split_overlay_argv
-from sglang_tokenweave.determinism.config import DEFAULT_LOOKAHEAD_BLOCKS, DeterminismConfig, sampling_kernel_error
+from sglang_tokenweave.determinism.config import (
+    DEFAULT_LOOKAHEAD_BLOCKS,
+    DeterminismConfig,
+    resolve_sampling_kernel,
+    sampling_kernel_error,
+)
 from sglang_tokenweave.determinism.metrics import DeterminismMetrics
 from sglang_tokenweave.determinism.state import DeterministicRequest
 
@@ -16,14 +21,26 @@ def test_defaults_agree_with_launcher_flags():
     assert not config.verify_eager
     flags, _ = split_overlay_argv(["--deterministic-verify-eager"])
     assert DeterminismConfig.from_flags(flags).verify_eager
-    assert config.sampling_kernel == "torch"
+    assert config.sampling_kernel == "auto"
     flags, _ = split_overlay_argv(["--deterministic-sampling-kernel", "triton"])
     assert DeterminismConfig.from_flags(flags).sampling_kernel == "triton"
 
 
 def test_triton_sampling_kernel_is_for_cuda_only():
     assert sampling_kernel_error("triton", "cuda") is None and sampling_kernel_error("torch", "cpu") is None
+    assert sampling_kernel_error("auto", "cpu") is None
     assert "--deterministic-sampling-kernel triton needs CUDA GPUs (--device cpu)" in sampling_kernel_error("triton", "cpu")
+    with pytest.raises(ValueError, match="needs CUDA GPUs"):
+        DeterminismConfig(sampling_kernel="triton").for_device("cpu")
+
+
+@pytest.mark.parametrize("kernel, device, chosen", [("auto", "cuda", "triton"), ("auto", "cpu", "torch"),
+                                                    ("auto", "xpu", "torch"), ("torch", "cuda", "torch"),
+                                                    ("triton", "cuda", "triton")])
+def test_the_server_resolves_the_sampling_kernel_for_its_device(kernel, device, chosen):
+    assert resolve_sampling_kernel(kernel, device) == chosen
+    config = DeterminismConfig(window=16, sampling_kernel=kernel).for_device(device)
+    assert config == DeterminismConfig(window=16, sampling_kernel=chosen)
 
 
 def test_default_lookahead_never_exceeds_the_verification_rows():

@@ -186,6 +186,12 @@ def test_plan_carries_every_row_parameter_in_its_dtype():
     assert (plan.all_greedy, plan.any_min_p) == (False, True)
     again = plan_sampling(rows[1:2], V)  # a row's uniform is its own (seed, position) draw
     assert again.uniform.item() == plan.uniform[1].item()
+    assert plan.batch_rows.tolist() == []
+    placed = plan_sampling(rows, V, batch_rows=[3, 8, 5, 0])
+    assert placed.batch_rows.dtype == torch.int64 and placed.batch_rows.tolist() == [3, 8, 5, 0]
+    assert (placed.top_p_rows.tolist(), placed.filtered.tolist()) == ([2], [0, 1, 1, 0])
+    with pytest.raises(ValueError, match="3 batch rows for 4 rows"):
+        plan_sampling(rows, V, batch_rows=[0, 1, 2])
     empty = plan_sampling([], V)
     assert empty.num_rows == 0 and empty.all_greedy and empty.temperature.numel() == 0
     assert sample(torch.zeros(0, V), empty).shape == (0,)

@@ -229,10 +229,12 @@ class TestTp1:
         error = r.json()["error"]
         assert error["param"] == param and param in error["message"]
 
-    def test_overlap_scheduler_kept_is_reported(self, server):
+    def test_overlap_scheduler_and_sampling_kernel_are_reported(self, server):
         for process in scheduler_reports(server):
             features = process["features"]
             assert features["deterministic_requests"]["active"] is True
+            # the default kernel, resolved for a server without CUDA
+            assert "sampling kernel torch (auto on --device cpu)" in features["deterministic_requests"]["reason"]
             assert features["overlap_schedule"]["active"] is True
             assert "deterministic" in features["overlap_schedule"]["reason"]
 

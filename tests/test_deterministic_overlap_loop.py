@@ -1,23 +1,40 @@
 """The overlap loop's bookkeeping around verification passes, on a stand-in scheduler that
 replays SGLang's ``event_loop_overlap`` order of calls (no server needed)."""
 
+import gc
 from collections import deque
 from types import SimpleNamespace
 
+import pytest
+
+from sglang_tokenweave.determinism.config import DeterminismConfig
 from sglang_tokenweave.determinism.state import DeterministicRequest
+from sglang_tokenweave.determinism_glue import runtime as runtime_module
 from sglang_tokenweave.determinism_glue import scheduling
 from sglang_tokenweave.determinism_glue.markers import DETERMINISTIC_KEY
 
 WINDOW = 3
 
 
-def _req(name, deterministic):
-    custom = {DETERMINISTIC_KEY: True} if deterministic else None
-    req = SimpleNamespace(name=name, sampling_params=SimpleNamespace(custom_params=custom), finished=lambda: False)
-    if deterministic:
-        req.state = DeterministicRequest(4, WINDOW)
-        req.state.on_prefill_token(1)
-    return req
+class Req:
+    """A stand-in for SGLang's ``Req`` (which, unlike SimpleNamespace, takes weak references)."""
+
+    def __init__(self, name, deterministic):
+        custom = {DETERMINISTIC_KEY: True} if deterministic else None
+        self.name, self.sampling_params = name, SimpleNamespace(custom_params=custom)
+        scheduling.track_deterministic_req(None, self)  # as the hook after Req.__init__ does
+        if deterministic:
+            self.state = DeterministicRequest(4, WINDOW)
+            self.state.on_prefill_token(1)
+
+    def finished(self):
+        return False
+
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime(monkeypatch):
+    monkeypatch.setattr(runtime_module, "_runtime", runtime_module.Runtime(DeterminismConfig()))
 
 
 class LoopStandIn:
@@ -68,7 +85,7 @@ def _decode(name, *reqs):
 
 def test_steps_overlap_and_synchronize_only_before_a_pass(monkeypatch):
     loop = LoopStandIn(monkeypatch)
-    det, other = _req("det", True), _req("other", False)
+    det, other = Req("det", True), Req("other", False)
     for name in "abcdefg":
         loop.step(_decode(name, other, det))
     # det proposes one token per processed step; its block of 3 is full once c's token arrives,
@@ -88,7 +105,7 @@ def test_steps_overlap_and_synchronize_only_before_a_pass(monkeypatch):
 
 def test_without_deterministic_requests_nothing_waits(monkeypatch):
     loop = LoopStandIn(monkeypatch)
-    other = _req("other", False)
+    other = Req("other", False)
     for name in "abc":
         loop.step(_decode(name, other))
     loop.step(None)
@@ -98,7 +115,7 @@ def test_without_deterministic_requests_nothing_waits(monkeypatch):
 
 def test_a_fast_path_finish_found_late_synchronizes_at_the_next_step(monkeypatch):
     loop = LoopStandIn(monkeypatch)
-    det = _req("det", True)
+    det = Req("det", True)
     loop.step(_decode("a", det))
     loop.step(_decode("b", det))  # a is processed after b is launched
     det.state.needs_verification(finished_by_fast_path=True)  # a's token was, say, an EOS
@@ -106,3 +123,25 @@ def test_a_fast_path_finish_found_late_synchronizes_at_the_next_step(monkeypatch
     loop.step(_decode("c", det))
     # b was launched before a's finish was known: its token is dropped, then the pass runs
     assert loop.events == ["process b", "drop det", "verify det", "run c"]
+
+
+def test_only_deterministic_requests_are_alive_and_only_while_referenced():
+    live = runtime_module.runtime().live
+    det, other = Req("det", True), Req("other", False)
+    assert set(live) == {det}
+    del det
+    gc.collect()
+    assert not live and other.name == "other"
+
+
+def test_hooks_leave_the_loop_to_sglang_while_no_deterministic_request_is_alive(monkeypatch):
+    checks = []
+    monkeypatch.setattr(scheduling, "verify_due", lambda scheduler, batch: checks.append(batch))
+    loop = SimpleNamespace(result_queue=deque(), last_batch="last")
+    batch = _decode("a", Req("other", False))
+    assert scheduling.verify_before_scheduling(lambda *args: "next", loop, batch, "last") == "next"
+    assert (checks, loop.last_batch) == ([], "last")  # no check for due passes, the loop untouched
+    det = Req("det", True)
+    batch.reqs.append(det)
+    assert scheduling.verify_before_scheduling(lambda *args: "next", loop, batch, "last") == "next"
+    assert checks == [batch] and loop.last_batch is None  # processed here: the loop must not pop

@@ -86,17 +86,26 @@ class SamplingPlan:
     top_p_rows: torch.Tensor  # int64 [R_p]
     top_p: torch.Tensor  # float64 [R_p]
     filtered: torch.Tensor  # int64 [N]: 1 on rows with top_k or top_p enabled
+    batch_rows: torch.Tensor  # int64 [N] or [0]: where each row sits in its batch, if given
     all_greedy: bool
     max_top_k: int  # 0 when no row uses top_k
     any_min_p: bool
 
 
 def plan_sampling(
-    rows: Sequence[RowParams], vocab_size: int, device: torch.device | str = "cpu"
+    rows: Sequence[RowParams],
+    vocab_size: int,
+    device: torch.device | str = "cpu",
+    batch_rows: Sequence[int] = (),
 ) -> SamplingPlan:
-    """Validate the rows' parameters, draw their (seed, position) uniforms, move them to ``device``."""
+    """Validate the rows' parameters, draw their (seed, position) uniforms, move them to ``device``.
+
+    ``batch_rows``: optionally, the index of each row in a larger batch, moved along in the same
+    copy (a caller that gathers and scatters the rows needs it on the device)."""
     if not 0 < vocab_size <= MAX_VOCAB:
         raise ValueError(f"vocab_size must be in [1, {MAX_VOCAB}], got {vocab_size}")
+    if len(batch_rows) and len(batch_rows) != len(rows):
+        raise ValueError(f"{len(batch_rows)} batch rows for {len(rows)} rows")
     for r in rows:
         if not r.temperature >= 0.0 or not 0.0 < r.top_p or not 0.0 <= r.min_p <= 1.0:
             raise ValueError(f"invalid sampling parameters: {r}")
@@ -114,7 +123,7 @@ def plan_sampling(
     packed = _Packed()
     uniform = packed.add(position_uniforms([r.seed for r in rows], [r.position for r in rows]), np.float64)
     top_p = packed.add([rows[i].top_p for i in p_rows], np.float64)
-    ints = packed.add(filtered + k_rows + [rows[i].top_k for i in k_rows] + p_rows, np.int64)
+    ints = packed.add(filtered + k_rows + [rows[i].top_k for i in k_rows] + p_rows + list(batch_rows), np.int64)
     temperature = packed.add([1.0 if g else r.temperature for g, r in zip(greedy, rows)], np.float32)
     min_p_field = packed.add(min_p, np.float32)
     greedy_field = packed.add(greedy, np.bool_)
@@ -129,13 +138,17 @@ def plan_sampling(
         min_p=min_p_field(on_device),
         top_k_rows=ints[n : n + k],
         top_k=ints[n + k : n + 2 * k],
-        top_p_rows=ints[n + 2 * k :],
+        top_p_rows=ints[n + 2 * k : n + 2 * k + len(p_rows)],
         top_p=top_p(on_device),
         filtered=ints[:n],
+        batch_rows=ints[n + 2 * k + len(p_rows) :],
         all_greedy=all(greedy),
         max_top_k=max((rows[i].top_k for i in k_rows), default=0),
         any_min_p=any(p > 0.0 for p in min_p),
     )
+
+
+_TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32, np.int64: torch.int64, np.bool_: torch.bool}
 
 
 class _Packed:
@@ -154,7 +167,7 @@ class _Packed:
         start, nbytes = self._size, array.nbytes
         self._parts.append((start, array))
         self._size += -(-nbytes // self._ALIGN) * self._ALIGN
-        torch_dtype = torch.from_numpy(array[:0]).dtype
+        torch_dtype = _TORCH_DTYPES[array.dtype.type]
         if not nbytes:  # an empty byte slice cannot be viewed as a wider dtype
             return lambda buffer: torch.empty(0, dtype=torch_dtype, device=buffer.device)
         return lambda buffer: buffer[start : start + nbytes].view(torch_dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import weakref
 from typing import Optional
 
 from sglang_tokenweave.config import config_from_env
@@ -26,6 +27,12 @@ class Runtime:
     perturb_steps: itertools.count = dataclasses.field(default_factory=itertools.count)
     # Whether verification passes replay SGLang's prefill CUDA graph; decided by the first pass.
     verify_graph: Optional[bool] = None
+    # The deterministic ``Req``s alive in this process, added as each is created. A request
+    # leaves when it is garbage, never earlier: an empty set proves that no request needs the
+    # hooks' per-step work, so they skip it (no deterministic traffic, no loop over the batch).
+    # TP ranks may collect a finished request at different times; that is safe because the
+    # hooks' full path does what the skip does for batches without deterministic requests.
+    live: weakref.WeakSet = dataclasses.field(default_factory=weakref.WeakSet)
 
 
 _runtime: Optional[Runtime] = None

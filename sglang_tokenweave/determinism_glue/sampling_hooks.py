@@ -17,7 +17,7 @@ import torch
 
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
-from sglang_tokenweave.determinism.sampling import plan_sampling, sample, to_device
+from sglang_tokenweave.determinism.sampling import plan_sampling, sample
 
 from .markers import is_deterministic_req
 from .runtime import det_for, row_params, runtime
@@ -33,7 +33,7 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
     """Before-hook on ``Scheduler.run_batch``."""
     global _pending_rows
     _pending_rows = None
-    if batch is None or not batch.reqs:
+    if batch is None or not batch.reqs or not runtime().live:
         return None
     started = time.perf_counter()
     indices, rows = [], []
@@ -64,12 +64,12 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
         return original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     indices, rows, is_decode, noted = pending
     started = time.perf_counter()
-    index = to_device(torch.tensor(indices), logits.device)
+    plan = plan_sampling(rows, logits.shape[1], device=logits.device, batch_rows=indices)
+    index = plan.batch_rows
     det_logits = logits.index_select(0, index)  # a copy: SGLang's sampler works in place
     ours = noted + time.perf_counter() - started
     ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     started = time.perf_counter()
-    plan = plan_sampling(rows, det_logits.shape[1], device=det_logits.device)
     scale = runtime().config.perturb_logits
     proposal_logits = det_logits
     if scale > 0 and is_decode:

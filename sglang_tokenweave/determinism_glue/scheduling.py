@@ -27,7 +27,6 @@ from array import array
 from collections import Counter
 
 from sglang_tokenweave import report
-from sglang_tokenweave.determinism.config import sampling_kernel_error
 from sglang_tokenweave.determinism.state import Phase
 
 from . import metrics_export
@@ -71,12 +70,15 @@ def prepare_scheduler(scheduler, server_args, *args, **kwargs):
                        "--attention-backend %s", backend, " or ".join(PINNED_ATTENTION))
         report.set_feature_status("deterministic_attention", False,
                                   f"backend {backend!r}: use --attention-backend triton")
-    cfg = runtime().config
-    if error := sampling_kernel_error(cfg.sampling_kernel, server_args.device):
-        raise ValueError(error)  # the launcher checks first; this covers SGLang's own entry point
+    requested = runtime().config.sampling_kernel
+    # Raises for a kernel the device cannot run (the launcher checks first; this covers SGLang's
+    # own entry point).
+    cfg = runtime().config = runtime().config.for_device(server_args.device)
+    kernel = cfg.sampling_kernel
+    if requested != kernel:
+        kernel += f" ({requested} on --device {server_args.device})"
     report.set_feature_status(FEATURE, True, f"window W={cfg.window}, verify rows B={cfg.verify_rows}, "
-                                         f"lookahead blocks L={cfg.lookahead_blocks}, "
-                                         f"sampling kernel {cfg.sampling_kernel}")
+                                         f"lookahead blocks L={cfg.lookahead_blocks}, sampling kernel {kernel}")
     return None
 
 
@@ -86,11 +88,20 @@ def start_metrics(result, scheduler, *args, **kwargs):
     return None
 
 
+def track_deterministic_req(result, req, *args, **kwargs):
+    """After-hook on ``Req.__init__``: every deterministic request joins ``runtime().live``."""
+    if is_deterministic_req(req):
+        runtime().live.add(req)
+    return None
+
+
 def verify_before_scheduling(original, scheduler, running_batch, last_batch, *args, **kwargs):
     """Around-hook on ``Scheduler.get_next_batch_to_run``: run due verification passes first.
 
     In the overlap loop, the steps still in flight are processed here first when a pass is due
     (see the module docstring); the loop then finds no step of its own to process."""
+    if not runtime().live:
+        return original(scheduler, running_batch, last_batch, *args, **kwargs)
     queue = getattr(scheduler, "result_queue", None)  # the overlap loop's unprocessed steps
     if queue and _blocked_once_processed(running_batch, queue):
         while queue:
@@ -120,6 +131,8 @@ def isolate_deterministic_prefill(original, scheduler, *args, **kwargs):
     """Around-hook on ``Scheduler._get_new_batch_prefill_raw``: a deterministic prefill runs
     alone, so hide the rest of the waiting queue (or hide deterministic requests while another
     request's chunked prefill is in flight)."""
+    if not runtime().live:
+        return original(scheduler, *args, **kwargs)
     queue = scheduler.waiting_queue
     chunked = scheduler.chunked_req
     has_det = any(is_deterministic_req(r) for r in queue)
@@ -210,7 +223,7 @@ def finish_on_committed(original, req, *args, **kwargs):
 
 def stream_committed_only(original, streamer, reqs, *args, **kwargs):
     """Around-hook on ``SchedulerOutputStreamer.stream_output``."""
-    if not any(is_deterministic_req(r) for r in reqs):
+    if not runtime().live or not any(is_deterministic_req(r) for r in reqs):
         return original(streamer, reqs, *args, **kwargs)
     shown, swapped = [], []
     for req in reqs:

@@ -29,14 +29,20 @@ DET_ARGS = ["--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-
 CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
 
 
-@pytest.fixture(scope="module", params=[(1, 1, "torch"), (2, 1, "torch"), (2, 2, "torch"), (2, 2, "triton")],
-                ids=["tp1", "tp2", "tp2-lookahead2", "tp2-lookahead2-triton-sampler"])
+# (TP, lookahead blocks, --deterministic-sampling-kernel or None for the default, the kernel that serves)
+@pytest.fixture(scope="module", params=[(1, 1, "torch", "torch"), (2, 1, "torch", "torch"),
+                                        (2, 2, "torch", "torch"), (2, 2, None, "triton (auto on --device cuda)")],
+                ids=["tp1", "tp2", "tp2-lookahead2", "tp2-lookahead2-default-sampler"])
 def server(request, start_server):
-    tp, lookahead, kernel = request.param
+    tp, lookahead, kernel, serving_kernel = request.param
     if torch.cuda.device_count() < tp:
         pytest.skip(f"needs {tp} CUDA GPUs")
-    return start_server(["--tp", str(tp), *DET_ARGS, "--deterministic-lookahead-blocks", str(lookahead),
-                         "--deterministic-sampling-kernel", kernel], env=SAFE_ENV)
+    kernel_args = ["--deterministic-sampling-kernel", kernel] if kernel else []
+    server = start_server(["--tp", str(tp), *DET_ARGS, "--deterministic-lookahead-blocks", str(lookahead), *kernel_args],
+                          env=SAFE_ENV)
+    for process in scheduler_reports(server):
+        assert f"sampling kernel {serving_kernel}" in process["features"]["deterministic_requests"]["reason"]
+    return server
 
 
 def _det(server, case):
