@@ -31,7 +31,6 @@ class Req:
         return False
 
 
-
 @pytest.fixture(autouse=True)
 def fresh_runtime(monkeypatch):
     monkeypatch.setattr(runtime_module, "_runtime", runtime_module.Runtime(DeterminismConfig()))
