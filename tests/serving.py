@@ -27,28 +27,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Uvicorn's message when the HTTP port was taken between ``free_port`` and the bind (SGLang's
+# own processes pick ports during the minute a CPU start takes); the server then never answers.
+PORT_TAKEN = "error while attempting to bind on address"
+START_ATTEMPTS = 3
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
 class Server:
     def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "sglang_tokenweave.launch_server", "--host", "127.0.0.1",
-               "--port", str(self.port), *CPU_SERVER_ARGS, *args]
-        self._log = open(log_path, "w")
-        # A session of its own, so teardown can kill the whole tree (SGLang spawns children).
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **SERVER_ENV, **(env or {})}, start_new_session=True)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
+        for attempt in range(START_ATTEMPTS):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            cmd = [sys.executable, "-m", "sglang_tokenweave.launch_server", "--host", "127.0.0.1",
+                   "--port", str(self.port), *CPU_SERVER_ARGS, *args]
+            self._log = open(log_path, "w")
+            # A session of its own, so teardown can kill the whole tree (SGLang spawns children).
+            self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **SERVER_ENV, **(env or {})}, start_new_session=True)
+            try:
+                self._wait_ready()
+                return
+            except PortTaken:
+                self.kill()
+                if attempt + 1 == START_ATTEMPTS:
+                    raise
+            except BaseException:
+                self.kill()
+                raise
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if PORT_TAKEN in self.log_path.read_text(errors="replace"):
+                raise PortTaken(f"port {self.port} taken before the server bound it:\n{self.log_tail()}")
             try:
                 if requests.get(self.url + "/health_generate", timeout=30).status_code == 200:
                     return
