@@ -9,7 +9,8 @@ throughput kept), and killed:
   fractions 0, 0.1, 0.5 and 1.0 of the requests; one server per ``--ours-variant`` (extra flags,
   e.g. another lookahead), each compared with its own all-non-deterministic run.
 The model is a random-weight Llama written for the run (``--model-shape``: ``tiny``, the tests'
-model, all host overhead on a GPU; ``llama-1b``, the same architecture at ~1B parameters) unless
+model, all host overhead on a GPU; ``llama-1b`` and ``llama-8b``, the same architecture with the
+layer shapes of Llama-3.2-1B and Llama-3-8B) unless
 ``--model-path`` names a checkpoint. The first ``--solo-check`` deterministic requests of every
 loaded run are compared with their solo runs (``identical``: the share that matched), and the
 rollback rate (tokens rolled back / tokens verified, from /metrics) is reported with every row: random-weight models give flat token distributions
@@ -43,14 +44,15 @@ from pathlib import Path
 
 import requests
 
+import scheduler_profile
 from bench_command import card_name, recorded_command
 from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from sglang_tokenweave.tiny_model import LLAMA_1B_SHAPE, TINY_LLAMA, write_tiny_model  # noqa: E402
+from sglang_tokenweave.tiny_model import LLAMA_1B_SHAPE, LLAMA_8B_SHAPE, TINY_LLAMA, write_tiny_model  # noqa: E402
 
-MODEL_SHAPES = {"tiny": TINY_LLAMA, "llama-1b": LLAMA_1B_SHAPE}
+MODEL_SHAPES = {"tiny": TINY_LLAMA, "llama-1b": LLAMA_1B_SHAPE, "llama-8b": LLAMA_8B_SHAPE}
 # Multicast stays off on the shared GPU machines, in every process we start.
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
@@ -182,7 +184,10 @@ def counters(url: str) -> dict[str, float]:
     return out
 
 
-def measure(server: Server, work: list[dict], concurrency: int, solo_check: int, repeats: int) -> dict:
+def measure(server: Server, work: list[dict], concurrency: int, solo_check: int, repeats: int,
+            profile: tuple[Path, Path] | None = None) -> dict:
+    """``profile``: (summary, raw stacks) paths: one more run, profiled, outside the numbers
+    (the profiler's sampling slows a host-bound server down)."""
     warm = [dict(w, sampling_params={**w["sampling_params"], "max_new_tokens": 4}) for w in work[:concurrency]]
     run_load(server.url, warm, concurrency)
     det_indices = [i for i, w in enumerate(work) if w["sampling_params"].get("deterministic")]
@@ -192,6 +197,10 @@ def measure(server: Server, work: list[dict], concurrency: int, solo_check: int,
         flush_prefix_cache(server.url)
         runs.append(run_load(server.url, work, concurrency))
     after = counters(server.url)
+    if profile:
+        flush_prefix_cache(server.url)
+        with scheduler_profile.record(server.proc.pid, *profile):
+            run_load(server.url, work, concurrency)
     checked = det_indices[:solo_check]
     solo = {i: run_load(server.url, [work[i]], 1)[1][0] for i in checked}
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
@@ -270,7 +279,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", help="a checkpoint; default: a random-weight model of --model-shape")
     parser.add_argument("--model-shape", choices=sorted(MODEL_SHAPES), default="tiny",
-                        help="tiny: the tests' model (2 layers, hidden 128); llama-1b: the same at ~1B params")
+                        help="tiny: the tests' model (2 layers, hidden 128); llama-1b, llama-8b: the same "
+                        "architecture at Llama-3.2-1B's and Llama-3-8B's layer shapes (the tiny vocabulary)")
     parser.add_argument("--ours-variant", action="append", type=parse_variant, metavar="LABEL:FLAGS",
                         help="one 'ours' server per variant, with these extra flags (repeatable), e.g. "
                              "'lookahead2:--deterministic-lookahead-blocks 2'; default: one, 'default:'")
@@ -287,6 +297,9 @@ def main() -> None:
     parser.add_argument("--logit-scale", type=float, default=1.0,
                         help="serve a copy of the model with lm_head multiplied by this (see above)")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
+    parser.add_argument("--profile-scheduler", action="store_true",
+                        help="one more run per row, outside the numbers, with py-spy on the TP-0 scheduler: a "
+                        "per-function summary per row beside the result (raw stacks under logs/)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
 
@@ -315,10 +328,14 @@ def main() -> None:
             try:
                 for fraction in fracs:
                     work = make_workload(args.requests, fraction, seed=0, max_new_tokens=args.max_new_tokens)
+                    profile = None
+                    if args.profile_scheduler:
+                        label = f"{log_name}_{fraction:g}"
+                        profile = (out.with_name(f"{out.stem}_profile_{label}.txt"), logs / f"profile_{label}.raw.txt")
                     row = {"server": name, "variant": variant, "flags": flags[len(ours):] if variant else [],
                            "tp": args.tp, "det_fraction": fraction, "concurrency": args.concurrency,
-                           "max_new_tokens": args.max_new_tokens, **measure(server, work, args.concurrency,
-                                                                            args.solo_check, args.repeats)}
+                           "max_new_tokens": args.max_new_tokens,
+                           **measure(server, work, args.concurrency, args.solo_check, args.repeats, profile)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     # After every row: a run cut short still leaves its finished rows.

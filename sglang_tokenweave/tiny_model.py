@@ -42,6 +42,10 @@ TINY_LLAMA = {
 LLAMA_1B_SHAPE = {**TINY_LLAMA, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
                   "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
                   "torch_dtype": "bfloat16"}
+# Llama-3-8B's layers (7B parameters outside the vocabulary): decode steps long enough on one GPU
+# that the scheduler's host work hides behind them, unlike the 1B shape's.
+LLAMA_8B_SHAPE = {**LLAMA_1B_SHAPE, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                  "num_attention_heads": 32}
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2, as the config says
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"

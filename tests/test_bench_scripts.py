@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bench_determinism  # noqa: E402
 import bench_seeded_sampler  # noqa: E402
+import scheduler_profile  # noqa: E402
 from bench_command import recorded_command  # noqa: E402
 
 from sglang_tokenweave.tiny_model import tiny_model_path  # noqa: E402
@@ -126,6 +127,53 @@ def test_every_loaded_run_starts_from_an_empty_prefix_cache(monkeypatch):
     server = type("S", (), {"url": "http://x"})()
     bench_determinism.measure(server, work, concurrency=4, solo_check=1, repeats=3)
     assert events == ["warm", "flush", "run", "flush", "run", "flush", "run", "solo"]
+
+
+def test_the_profiled_run_comes_after_the_counted_runs_and_counters(monkeypatch, tmp_path):
+    events = []
+    monkeypatch.setattr(bench_determinism, "flush_prefix_cache", lambda url: events.append("flush"))
+    monkeypatch.setattr(bench_determinism, "counters", lambda url: events.append("counters") or {})
+
+    class Recording:
+        def __init__(self, pid, summary, raw):
+            events.append(("profile", pid, summary.name, raw.name))
+
+        def __enter__(self):
+            events.append("start")
+
+        def __exit__(self, *exc):
+            events.append("stop")
+
+    def run_load(url, work, concurrency):
+        events.append("solo" if len(work) == 1 else "warm" if work[0]["sampling_params"]["max_new_tokens"] == 4
+                      else "run")
+        return [0.1] * len(work), [[1, 2]] * len(work), 2.0
+
+    monkeypatch.setattr(bench_determinism, "run_load", run_load)
+    monkeypatch.setattr(scheduler_profile, "record", Recording)
+    work = bench_determinism.make_workload(8, 0.5, seed=0, max_new_tokens=16)
+    server = type("S", (), {"url": "http://x", "proc": type("P", (), {"pid": 42})()})()
+    row = bench_determinism.measure(server, work, concurrency=4, solo_check=1, repeats=2,
+                                    profile=(tmp_path / "summary.txt", tmp_path / "stacks.raw.txt"))
+    assert events == ["warm", "counters", "flush", "run", "flush", "run", "counters",
+                      "flush", ("profile", 42, "summary.txt", "stacks.raw.txt"), "start", "run", "stop", "solo"]
+    assert row["repeats"] == 2
+
+
+def test_scheduler_profile_summary_counts_each_function_once_per_stack():
+    raw = ("loop (scheduler.py:10);run (scheduler.py:20);sample (sglang_tokenweave/hooks.py:5) 6\n"
+           "loop (scheduler.py:10);run (scheduler.py:21);run (scheduler.py:20) 3\n"
+           "loop (scheduler.py:11) 1\n")
+    text = scheduler_profile.summary(raw)
+    self_part, inclusive_part, ours_part = text.split("\n\n")[1:]
+    assert text.startswith("10 samples")
+    # Self: the innermost frame, lines of one function merged.
+    assert self_part.splitlines()[1:] == [" 60.00%  sample (sglang_tokenweave/hooks.py)",
+                                          " 30.00%  run (scheduler.py)", " 10.00%  loop (scheduler.py)"]
+    # Inclusive: a recursive function counts once per stack.
+    assert " 90.00%  run (scheduler.py)" in inclusive_part.splitlines()
+    assert ours_part.splitlines()[1:] == [" 60.00%  sample (sglang_tokenweave/hooks.py)"]
+    assert scheduler_profile.summary("") == "no samples\n"
 
 
 def test_seeded_sampler_bench_writes_a_timing_per_kernel_rows_and_vocabulary(tmp_path):

@@ -42,11 +42,22 @@ def test_default_seed_and_twos_complement():
         choice_seed(1, -1)
 
 
-@given(st.lists(st.tuples(st.integers(0, MASK64), st.integers(0, 2**40)), min_size=1, max_size=50))
-def test_vectorised_keys_match_scalar_definition(pairs):
+@given(st.lists(st.tuples(st.integers(0, MASK64), st.integers(0, 2**40)), min_size=1, max_size=80))
+def test_keys_match_scalar_definition_on_both_sides_of_the_numpy_cut(pairs):
     s, p = zip(*pairs)
     expected = [mix64(mix64(a) + b * 0x9E3779B97F4A7C15) for a, b in pairs]
     assert [int(k) for k in position_keys(s, p)] == expected
+
+
+def test_a_pair_draws_the_same_number_in_a_small_and_a_large_call():
+    # Small calls take Python integers, large ones numpy: a row's draw must not depend on how
+    # many rows were sampled with it (a fast-path step vs a verification pass).
+    seeds = [-1, 0, 12345, SEED_MAX, 2**64 - 1] * 20
+    positions = list(range(100))
+    large = position_uniforms(seeds, positions)
+    small = np.concatenate([position_uniforms(seeds[i : i + 5], positions[i : i + 5]) for i in range(0, 100, 5)])
+    assert large.dtype == small.dtype == np.float64
+    assert np.array_equal(large, small)
 
 
 def test_uniforms_are_uniform_and_distinct_per_position():
