@@ -7,6 +7,9 @@ takes the chosen kernel):
 - ``plan_host_us``: ``plan_sampling`` (per-row parameters to device tensors), host time;
 - ``sample_host_us``: launching ``sample`` (no wait for the device), host time;
 - ``sample_device_us``: ``sample``'s device time, from back-to-back calls between two syncs.
+- ``step_host_us``: a fast-path step's host time: the plan of its rows, placed among
+  ``STEP_OTHER_ROWS`` other rows of the batch, and ``sample_at_batch_rows`` (what the sampler
+  hook adds to a decode step besides noting the rows and writing the tokens back).
 Kernel ``triton-one-program`` is the Triton kernel's one-program-per-row strategy at every
 vocabulary size (``triton`` switches to the split strategy above ``SPLIT_ABOVE`` tokens).
 Medians over ``--repeats`` timings of ``--iterations`` calls each. Writes JSON with the card and
@@ -31,7 +34,16 @@ sys.path.insert(0, str(ROOT))
 from bench_command import card_name, recorded_command  # noqa: E402
 
 from sglang_tokenweave.determinism.config import SAMPLING_KERNELS  # noqa: E402
-from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample  # noqa: E402
+from sglang_tokenweave.determinism.sampling import (  # noqa: E402
+    RowParams,
+    plan_sampling,
+    sample,
+    sample_at_batch_rows,
+)
+
+
+# A fast-path step samples its deterministic rows among this many other rows of the batch.
+STEP_OTHER_ROWS = 48
 
 
 def rows_of(n: int, step: int) -> list[RowParams]:
@@ -71,8 +83,20 @@ def measure(kernel: str, num_rows: int, vocab: int, device: str, iterations: int
         sample_host.append((time.perf_counter() - started) / iterations)
         _sync(device)
         sample_total.append((time.perf_counter() - started) / iterations)
+    step_host = []
+    batch = torch.randn(num_rows + STEP_OTHER_ROWS, vocab, device=device).to(torch.bfloat16)
+    where = list(range(STEP_OTHER_ROWS // 2, STEP_OTHER_ROWS // 2 + num_rows))
+    step_kernel = "triton" if kernel == "triton-one-program" else kernel
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        for i in range(iterations):
+            sample_at_batch_rows(batch, plan_sampling(rows_of(num_rows, i), vocab, device, batch_rows=where),
+                                 kernel=step_kernel)
+        step_host.append((time.perf_counter() - started) / iterations)
     return {"kernel": kernel, "rows": num_rows, "vocab": vocab,
             "plan_host_us": statistics.median(plan_host) * 1e6,
+            "step_host_us": statistics.median(step_host) * 1e6,
             "sample_host_us": statistics.median(sample_host) * 1e6,
             # back-to-back calls: the device time, or the host time where launching is slower
             "sample_device_us": statistics.median(sample_total) * 1e6}
@@ -108,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                               indent=2))
     for r in results:
         print(f"{r['kernel']:>6} rows {r['rows']:>3} vocab {r['vocab']:>6}: plan {r['plan_host_us']:7.1f} us host, "
-              f"sample {r['sample_host_us']:7.1f} us host, {r['sample_device_us']:7.1f} us back-to-back")
+              f"sample {r['sample_host_us']:7.1f} us host, {r['sample_device_us']:7.1f} us back-to-back, "
+              f"step {r['step_host_us']:7.1f} us host")
     print(f"wrote {out}")
 
 

@@ -182,5 +182,6 @@ def test_seeded_sampler_bench_writes_a_timing_per_kernel_rows_and_vocabulary(tmp
     result = json.loads((tmp_path / "bench_seeded_sampler_cpu.json").read_text())
     assert result["card"] == "cpu" and result["versions"]["torch"] == torch.__version__
     assert [(r["kernel"], r["rows"], r["vocab"]) for r in result["results"]] == [("torch", 1, 512), ("torch", 3, 512)]
-    assert all(r[k] > 0 for r in result["results"] for k in ("plan_host_us", "sample_host_us", "sample_device_us"))
+    assert all(r[k] > 0 for r in result["results"] for k in ("plan_host_us", "sample_host_us", "sample_device_us",
+                                                                "step_host_us"))
     assert str(tmp_path) not in result["command"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
-from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample, sample_at_batch_rows
 
 V = 512
 
@@ -176,8 +176,9 @@ def test_plan_carries_every_row_parameter_in_its_dtype():
             RowParams(seed=8, position=12, temperature=0.9, top_k=V)]  # top_k >= vocab: off
     plan = plan_sampling(rows, V)
     assert plan.greedy.dtype == torch.bool and plan.greedy.tolist() == [True, False, False, False]
-    assert plan.temperature.dtype == torch.float32
-    assert plan.temperature.tolist() == pytest.approx([1.0, 0.7, 1.3, 0.9])
+    assert plan.temperature.dtype == torch.float32  # rounded as float32 arithmetic would round it
+    assert torch.equal(plan.temperature, torch.tensor([1.0, 0.7, 1.3, 0.9], dtype=torch.float32))
+    assert plan.fields.dtype == torch.float64 and plan.fields.dim() == 1  # one copy to the device
     assert plan.min_p.dtype == torch.float32 and plan.min_p.tolist() == [0.0, 0.25, 0.0, 0.0]
     assert plan.uniform.dtype == torch.float64 and ((plan.uniform >= 0) & (plan.uniform < 1)).all()
     assert (plan.top_k_rows.tolist(), plan.top_k.tolist(), plan.max_top_k) == ([1], [3], 3)
@@ -195,3 +196,19 @@ def test_plan_carries_every_row_parameter_in_its_dtype():
     empty = plan_sampling([], V)
     assert empty.num_rows == 0 and empty.all_greedy and empty.temperature.numel() == 0
     assert sample(torch.zeros(0, V), empty).shape == (0,)
+
+
+@pytest.mark.parametrize("with_filters", [False, True])
+def test_rows_sampled_at_their_batch_rows_equal_the_gathered_rows(with_filters):
+    g = torch.Generator().manual_seed(3)
+    rows = [random_params(40 + i, 100 + i, g) for i in range(6)]
+    if not with_filters:
+        rows = [RowParams(seed=r.seed, position=r.position, temperature=r.temperature, min_p=r.min_p) for r in rows]
+    batch = torch.randn(20, V, generator=g) * 3
+    where = [17, 2, 9, 0, 11, 5]
+    plan = plan_sampling(rows, V, batch_rows=where)
+    before = batch.clone()
+    assert torch.equal(sample_at_batch_rows(batch, plan), sample(batch[where], plan))
+    assert torch.equal(batch, before)  # the batch's logits are read, not changed
+    with pytest.raises(ValueError, match="needs a plan made with batch_rows"):
+        sample_at_batch_rows(batch, plan_sampling(rows, V))

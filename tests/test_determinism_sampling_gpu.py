@@ -101,3 +101,15 @@ def test_triton_strategies_agree_on_a_large_vocabulary(pool):
     rows = [dataclasses.replace(mixed_params(i), top_p=1.0, top_k=-1) for i in range(ROWS)]
     plan = plan_sampling(rows, VOCAB, "cuda")
     assert torch.equal(sample_unfiltered(pool, plan, split=True), sample_unfiltered(pool, plan, split=False))
+
+
+@pytest.mark.parametrize("vocab", [512, VOCAB])
+def test_triton_kernels_read_rows_in_place_as_if_gathered(pool, vocab):
+    from sglang_tokenweave.determinism.sampling import sample_at_batch_rows
+
+    logits = pool[:, :vocab].contiguous()
+    where = torch.randperm(ROWS, generator=torch.Generator().manual_seed(1))[:40].tolist()
+    rows = [dataclasses.replace(mixed_params(i), top_p=1.0, top_k=-1) for i in range(40)]
+    plan = plan_sampling(rows, vocab, "cuda", batch_rows=where)
+    gathered = sample(logits[where], plan_sampling(rows, vocab, "cuda"), kernel="triton")
+    assert torch.equal(sample_at_batch_rows(logits, plan, kernel="triton"), gathered)

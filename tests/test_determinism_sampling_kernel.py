@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample, sample_at_batch_rows
 
 ROWS = 24
 # Above the split threshold (8192): five chunks of 2048, the last one partial.
@@ -44,23 +44,37 @@ def checks() -> dict:
         alone = [sample(logits[i : i + 1], plan_sampling(mixed_rows(ROWS)[i : i + 1], vocab), kernel="triton")
                  for i in range(ROWS)]
         unfiltered = plan_sampling([dataclasses.replace(r, top_p=1.0, top_k=-1) for r in mixed_rows(ROWS)], vocab)
+        # The rows read in place from a larger batch (in another order, among other rows): the
+        # unfiltered ones by the kernels, the others gathered onto the PyTorch path.
+        spread = torch.randperm(ROWS + 7, generator=g)[:ROWS]
+        wide = torch.randn(ROWS + 7, vocab, generator=g).to(dtype)
+        wide[spread] = logits
+        at_rows = plan_sampling(mixed_rows(ROWS), vocab, batch_rows=spread.tolist())
+        unfiltered_at_rows = plan_sampling([dataclasses.replace(r, top_p=1.0, top_k=-1) for r in mixed_rows(ROWS)],
+                                           vocab, batch_rows=spread.tolist())
         out[f"{vocab}-{dtype}"] = {"torch": sample(logits, plan).tolist(), "triton": batch.tolist(),
                                    "alone": torch.cat(alone).tolist(),
+                                   "at batch rows": sample_at_batch_rows(wide, at_rows, kernel="triton").tolist(),
+                                   "unfiltered at batch rows": {
+                                       "one program": sample_unfiltered(wide, unfiltered_at_rows, split=False,
+                                                                        at_batch_rows=True).tolist(),
+                                       "split": sample_unfiltered(wide, unfiltered_at_rows, split=True,
+                                                                  at_batch_rows=True).tolist()},
                                    "one program": sample_unfiltered(logits, unfiltered, split=False).tolist(),
                                    "split": sample_unfiltered(logits, unfiltered, split=True).tolist()}
     # Two equally likely tokens (weights 2**32 each) and u = 0.5: the target, 2**32, equals the
     # first running sum, and the first index whose running sum exceeds it is 1.
     logits = torch.full((1, 700), -1e4)
     logits[0, 3] = logits[0, 650] = 0.0
-    plan = dataclasses.replace(plan_sampling([RowParams(seed=0, position=0)], 700),
-                               uniform=torch.tensor([0.5], dtype=torch.float64))
+    plan = plan_sampling([RowParams(seed=0, position=0)], 700)
+    plan.uniform.fill_(0.5)  # a view of the plan's fields, which the kernels read
     out["boundary"] = {"torch": sample(logits, plan).tolist(), "triton": sample(logits, plan, kernel="triton").tolist()}
     # The same with the two tokens in different chunks of the split strategy: the target is the
     # whole first chunk's weight, so the search must move to the next chunk.
     logits = torch.full((1, 5000), -1e4)
     logits[0, 3] = logits[0, 4500] = 0.0
-    plan = dataclasses.replace(plan_sampling([RowParams(seed=0, position=0)], 5000),
-                               uniform=torch.tensor([0.5], dtype=torch.float64))
+    plan = plan_sampling([RowParams(seed=0, position=0)], 5000)
+    plan.uniform.fill_(0.5)  # a view of the plan's fields, which the kernels read
     out["boundary across chunks"] = {"torch": sample(logits, plan).tolist(),
                                      "split": sample_unfiltered(logits, plan, split=True).tolist()}
     return out
@@ -97,6 +111,14 @@ def test_split_and_one_program_strategies_agree(results, case):
     filtered = [i for i, r in enumerate(mixed_rows(ROWS)) if r.top_p < 1.0 or r.top_k > 0]
     unfiltered = [i for i in range(ROWS) if i not in filtered]
     assert [got["split"][i] for i in unfiltered] == [got["torch"][i] for i in unfiltered]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rows_read_in_place_from_a_batch_get_the_tokens_of_the_gathered_rows(results, case):
+    got = results[case]
+    assert got["at batch rows"] == got["triton"]
+    unfiltered = got["unfiltered at batch rows"]
+    assert unfiltered["one program"] == unfiltered["split"] == got["one program"]
 
 
 def test_the_target_on_a_running_sum_boundary_picks_the_next_token(results):

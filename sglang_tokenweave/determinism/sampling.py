@@ -34,6 +34,7 @@ scheduler's host work still overlaps the step that is running.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -50,13 +51,15 @@ _WEIGHT_SCALE = float(1 << _WEIGHT_BITS)
 MAX_VOCAB = 1 << (53 - _WEIGHT_BITS)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class RowParams:
     """Sampling parameters of one row (one token to sample).
 
     ``seed`` is the choice's sampling seed (``seeds.choice_seed``); ``position`` the index in
     the full sequence (prompt + output) of the token being sampled. top_k <= 0 or >= vocab
     (SGLang's "all" is 2**30), top_p >= 1 and min_p <= 0 switch the filter off.
+    Not frozen: a frozen dataclass takes three times as long to build, and a verification pass
+    builds hundreds.
     """
 
     seed: int
@@ -71,25 +74,89 @@ class RowParams:
         return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingPlan:
-    """Device tensors for one batch of rows, plus the host-side decisions of which filters run."""
+# Where each per-row field starts in ``SamplingPlan.fields``, in units of N (the plan's rows).
+# The Triton kernels read the fields at these offsets.
+UNIFORM, TEMPERATURE, MIN_P, GREEDY, FILTERED, BATCH_ROWS = range(6)
 
-    num_rows: int
-    vocab_size: int
-    greedy: torch.Tensor  # bool [N]
-    temperature: torch.Tensor  # float32 [N]; 1.0 on greedy rows
-    uniform: torch.Tensor  # float64 [N], in [0, 1)
-    min_p: torch.Tensor  # float32 [N]; 0 where off
-    top_k_rows: torch.Tensor  # int64 [R_k]: rows with top_k enabled
-    top_k: torch.Tensor  # int64 [R_k]
-    top_p_rows: torch.Tensor  # int64 [R_p]
-    top_p: torch.Tensor  # float64 [R_p]
-    filtered: torch.Tensor  # int64 [N]: 1 on rows with top_k or top_p enabled
-    batch_rows: torch.Tensor  # int64 [N] or [0]: where each row sits in its batch, if given
-    all_greedy: bool
-    max_top_k: int  # 0 when no row uses top_k
-    any_min_p: bool
+
+class SamplingPlan:
+    """A batch of rows' sampling inputs on the device, and the host-side decisions of which
+    filters run.
+
+    Every input is in one float64 tensor, ``fields`` (one host-to-device copy; a copy costs far
+    more host time than the bytes): N values each of uniform, temperature (1.0 on greedy rows),
+    min_p (0 where off), greedy (0/1), filtered (1 on rows with top_k or top_p enabled), then
+    ``batch_rows`` (N or none), top_k_rows and top_k (K each), top_p_rows and top_p (P each).
+    float64 holds each exactly; temperature and min_p are float32 values (rounded on the host),
+    as the sampler computes in float32. The Triton kernels read ``fields`` directly; the typed
+    tensors below, for the PyTorch path, are made on first use.
+    """
+
+    def __init__(self, fields: torch.Tensor, num_rows: int, vocab_size: int, num_top_k: int, num_top_p: int,
+                 indexed: bool, all_greedy: bool, max_top_k: int, any_min_p: bool):
+        self.fields = fields
+        self.num_rows = num_rows
+        self.vocab_size = vocab_size
+        self.indexed = indexed  # whether batch_rows is given
+        self.all_greedy = all_greedy
+        self.max_top_k = max_top_k  # 0 when no row uses top_k
+        self.any_min_p = any_min_p
+        self._num_top_k, self._num_top_p = num_top_k, num_top_p
+
+    def _part(self, start: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+        values = self.fields[start : start + length]
+        return values if dtype == torch.float64 else values.to(dtype)
+
+    def _row_field(self, field: int, dtype: torch.dtype) -> torch.Tensor:
+        return self._part(field * self.num_rows, self.num_rows, dtype)
+
+    @functools.cached_property
+    def uniform(self) -> torch.Tensor:  # float64 [N], in [0, 1); a view of ``fields``
+        return self._row_field(UNIFORM, torch.float64)
+
+    @functools.cached_property
+    def temperature(self) -> torch.Tensor:  # float32 [N]
+        return self._row_field(TEMPERATURE, torch.float32)
+
+    @functools.cached_property
+    def min_p(self) -> torch.Tensor:  # float32 [N]
+        return self._row_field(MIN_P, torch.float32)
+
+    @functools.cached_property
+    def greedy(self) -> torch.Tensor:  # bool [N]
+        return self._row_field(GREEDY, torch.bool)
+
+    @functools.cached_property
+    def filtered(self) -> torch.Tensor:  # int64 [N]
+        return self._row_field(FILTERED, torch.int64)
+
+    @functools.cached_property
+    def batch_rows(self) -> torch.Tensor:  # int64 [N] or [0]: where each row sits in its batch
+        return self._part(BATCH_ROWS * self.num_rows, self.num_rows if self.indexed else 0, torch.int64)
+
+    def _after_batch_rows(self, skip: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+        start = (BATCH_ROWS + self.indexed) * self.num_rows + skip
+        return self._part(start, length, dtype)
+
+    @functools.cached_property
+    def top_k_rows(self) -> torch.Tensor:  # int64 [K]: rows with top_k enabled
+        return self._after_batch_rows(0, self._num_top_k, torch.int64)
+
+    @functools.cached_property
+    def top_k(self) -> torch.Tensor:  # int64 [K]
+        return self._after_batch_rows(self._num_top_k, self._num_top_k, torch.int64)
+
+    @functools.cached_property
+    def top_p_rows(self) -> torch.Tensor:  # int64 [P]
+        return self._after_batch_rows(2 * self._num_top_k, self._num_top_p, torch.int64)
+
+    @functools.cached_property
+    def top_p(self) -> torch.Tensor:  # float64 [P]
+        return self._after_batch_rows(2 * self._num_top_k + self._num_top_p, self._num_top_p, torch.float64)
+
+    @property
+    def any_filtered(self) -> bool:
+        return bool(self._num_top_k or self._num_top_p)
 
 
 def plan_sampling(
@@ -101,82 +168,44 @@ def plan_sampling(
     """Validate the rows' parameters, draw their (seed, position) uniforms, move them to ``device``.
 
     ``batch_rows``: optionally, the index of each row in a larger batch, moved along in the same
-    copy (a caller that gathers and scatters the rows needs it on the device)."""
+    copy (``sample_at_batch_rows`` reads the rows there)."""
     if not 0 < vocab_size <= MAX_VOCAB:
         raise ValueError(f"vocab_size must be in [1, {MAX_VOCAB}], got {vocab_size}")
     if len(batch_rows) and len(batch_rows) != len(rows):
         raise ValueError(f"{len(batch_rows)} batch rows for {len(rows)} rows")
-    for r in rows:
+    greedy, temperature, min_p, filtered, k_rows, p_rows = [], [], [], [], [], []
+    for i, r in enumerate(rows):
         if not r.temperature >= 0.0 or not 0.0 < r.top_p or not 0.0 <= r.min_p <= 1.0:
             raise ValueError(f"invalid sampling parameters: {r}")
-    n = len(rows)
-    greedy = [r.greedy for r in rows]
-    k_rows = [i for i, r in enumerate(rows) if not greedy[i] and 0 < r.top_k < vocab_size]
-    p_rows = [i for i, r in enumerate(rows) if not greedy[i] and r.top_p < 1.0]
-    filtered = [False] * n
-    for i in k_rows + p_rows:
-        filtered[i] = True
-    min_p = [0.0 if g else r.min_p for g, r in zip(greedy, rows)]
-    k = len(k_rows)
-    # One host-to-device copy of every field (a copy costs more host time than a few small
-    # fields), each read on the device as a view of its own dtype: no conversion kernels.
-    packed = _Packed()
-    uniform = packed.add(position_uniforms([r.seed for r in rows], [r.position for r in rows]), np.float64)
-    top_p = packed.add([rows[i].top_p for i in p_rows], np.float64)
-    ints = packed.add(filtered + k_rows + [rows[i].top_k for i in k_rows] + p_rows + list(batch_rows), np.int64)
-    temperature = packed.add([1.0 if g else r.temperature for g, r in zip(greedy, rows)], np.float32)
-    min_p_field = packed.add(min_p, np.float32)
-    greedy_field = packed.add(greedy, np.bool_)
-    on_device = to_device(torch.from_numpy(packed.buffer()), device)
-    ints = ints(on_device)
+        g = r.greedy
+        top_k = not g and 0 < r.top_k < vocab_size
+        top_p = not g and r.top_p < 1.0
+        greedy.append(float(g))
+        temperature.append(1.0 if g else r.temperature)
+        min_p.append(0.0 if g else r.min_p)
+        filtered.append(float(top_k or top_p))
+        if top_k:
+            k_rows.append(i)
+        if top_p:
+            p_rows.append(i)
+    fields = np.concatenate([
+        position_uniforms([r.seed for r in rows], [r.position for r in rows]),
+        # float32 parameters rounded here, once: the device reads the same value on either path.
+        np.asarray(temperature + min_p, dtype=np.float32),
+        np.asarray(greedy + filtered + list(batch_rows) + k_rows + [rows[i].top_k for i in k_rows] + p_rows
+                   + [rows[i].top_p for i in p_rows], dtype=np.float64),
+    ], dtype=np.float64)
     return SamplingPlan(
-        num_rows=n,
+        to_device(torch.from_numpy(fields), device),
+        num_rows=len(rows),
         vocab_size=vocab_size,
-        greedy=greedy_field(on_device),
-        temperature=temperature(on_device),
-        uniform=uniform(on_device),
-        min_p=min_p_field(on_device),
-        top_k_rows=ints[n : n + k],
-        top_k=ints[n + k : n + 2 * k],
-        top_p_rows=ints[n + 2 * k : n + 2 * k + len(p_rows)],
-        top_p=top_p(on_device),
-        filtered=ints[:n],
-        batch_rows=ints[n + 2 * k + len(p_rows) :],
+        num_top_k=len(k_rows),
+        num_top_p=len(p_rows),
+        indexed=bool(len(batch_rows)),
         all_greedy=all(greedy),
         max_top_k=max((rows[i].top_k for i in k_rows), default=0),
         any_min_p=any(p > 0.0 for p in min_p),
     )
-
-
-_TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32, np.int64: torch.int64, np.bool_: torch.bool}
-
-
-class _Packed:
-    """Arrays of several dtypes in one byte buffer, each at an 8-byte aligned offset so that a
-    slice of the buffer can be viewed as its dtype (on any device)."""
-
-    _ALIGN = 8
-
-    def __init__(self):
-        self._parts: list[tuple[int, np.ndarray]] = []  # (offset, array)
-        self._size = 0
-
-    def add(self, values, dtype):
-        """Queue ``values``; returns a function that reads them back from the buffer's tensor."""
-        array = np.asarray(values, dtype=dtype).reshape(-1)
-        start, nbytes = self._size, array.nbytes
-        self._parts.append((start, array))
-        self._size += -(-nbytes // self._ALIGN) * self._ALIGN
-        torch_dtype = _TORCH_DTYPES[array.dtype.type]
-        if not nbytes:  # an empty byte slice cannot be viewed as a wider dtype
-            return lambda buffer: torch.empty(0, dtype=torch_dtype, device=buffer.device)
-        return lambda buffer: buffer[start : start + nbytes].view(torch_dtype)
-
-    def buffer(self) -> np.ndarray:
-        out = np.zeros(self._size, dtype=np.uint8)
-        for start, array in self._parts:
-            out[start : start + array.nbytes] = array.view(np.uint8)
-        return out
 
 
 def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -198,16 +227,34 @@ def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> t
         raise ValueError(
             f"logits of shape {tuple(logits.shape)} for a plan of {plan.num_rows} x {plan.vocab_size}"
         )
-    if kernel not in SAMPLING_KERNELS:
-        raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
+    _check_kernel(kernel)
     if kernel == "triton":
         from .sampling_kernel import sample_unfiltered
 
         ids = sample_unfiltered(logits, plan)
-        if plan.max_top_k or plan.top_p_rows.numel():
+        if plan.any_filtered:
             ids = torch.where(plan.filtered != 0, _sample_torch(logits, plan), ids)
         return ids
     return _sample_torch(logits, plan)
+
+
+def sample_at_batch_rows(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> torch.Tensor:
+    """``sample`` of the plan's rows read at ``plan.batch_rows`` of a batch's logits [M, V]: the
+    same tokens as ``sample(logits[batch_rows], plan)``. The Triton kernels read the rows in
+    place when none has top-k / top-p (no gathered copy: two fewer launches per step)."""
+    if not plan.indexed and plan.num_rows:
+        raise ValueError("sample_at_batch_rows needs a plan made with batch_rows")
+    _check_kernel(kernel)
+    if kernel == "triton" and not plan.any_filtered and logits.shape[1] == plan.vocab_size:
+        from .sampling_kernel import sample_unfiltered
+
+        return sample_unfiltered(logits, plan, at_batch_rows=True)
+    return sample(logits.index_select(0, plan.batch_rows), plan, kernel)
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in SAMPLING_KERNELS:
+        raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
 
 
 def _sample_torch(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:

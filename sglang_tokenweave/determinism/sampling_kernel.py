@@ -25,12 +25,36 @@ import torch
 import triton
 import triton.language as tl
 
+from . import sampling
 from .sampling import SamplingPlan
 
 _BLOCK = 1024
 _CHUNK = 2048  # tokens per program of the split strategy
 SPLIT_ABOVE = 8 * _BLOCK  # vocabularies larger than this take the split strategy
 _WEIGHT_SCALE = tl.constexpr(4294967296.0)  # 2**32, as in sampling._WEIGHT_SCALE
+# Offsets of the per-row fields in SamplingPlan.fields, in units of the plan's rows.
+_UNIFORM = tl.constexpr(sampling.UNIFORM)
+_TEMPERATURE = tl.constexpr(sampling.TEMPERATURE)
+_MIN_P = tl.constexpr(sampling.MIN_P)
+_GREEDY = tl.constexpr(sampling.GREEDY)
+_BATCH_ROWS = tl.constexpr(sampling.BATCH_ROWS)
+# The kernels take the number of rows (``rows``) unspecialised: Triton would compile another
+# kernel for one row, mid-serving, the first time a step has a single deterministic row.
+
+
+@triton.jit
+def _field(fields_ptr, field, rows, row):
+    """A row's value of a per-row field of the plan (float64)."""
+    return tl.load(fields_ptr + field * rows + row)
+
+
+@triton.jit
+def _logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED: tl.constexpr):
+    """Pointer to the row's logits: the plan's row itself, or its batch row (INDEXED)."""
+    at = row.to(tl.int64)
+    if INDEXED:
+        at = _field(fields_ptr, _BATCH_ROWS, rows, row).to(tl.int64)
+    return logits_ptr + at * row_stride
 
 
 @triton.jit
@@ -46,13 +70,13 @@ def _weights(x, temperature, rel_max, min_p):
     return whole + up.to(tl.int64)
 
 
-@triton.jit
-def _seeded_sample_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature_ptr, uniform_ptr, min_p_ptr,
-                          out_ptr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["rows"])
+def _seeded_sample_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows, out_ptr, BLOCK: tl.constexpr,
+                          INDEXED: tl.constexpr):
     row = tl.program_id(0)
-    base = logits_ptr + row.to(tl.int64) * row_stride
+    base = _logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED)
     offs = tl.arange(0, BLOCK)
-    temperature = tl.load(temperature_ptr + row)
+    temperature = _field(fields_ptr, _TEMPERATURE, rows, row).to(tl.float32)
 
     # Pass 1: the argmax (lowest index on ties, as torch.argmax) and the max of logits / T.
     best = tl.full((), float("-inf"), tl.float32)
@@ -68,7 +92,7 @@ def _seeded_sample_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature
         rel_max = tl.maximum(rel_max, tl.max(tl.div_rn(x, temperature), axis=0))
 
     # Pass 2: the total integer weight.
-    min_p = tl.load(min_p_ptr + row)
+    min_p = _field(fields_ptr, _MIN_P, rows, row).to(tl.float32)
     total = tl.full((), 0, tl.int64)
     for start in range(0, vocab, BLOCK):
         index = start + offs
@@ -77,7 +101,7 @@ def _seeded_sample_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature
 
     # Pass 3: the first index whose running weight exceeds the target is the number of indices
     # whose running weight does not (running sums never fall; padding adds nothing past the end).
-    target = tl.floor(tl.load(uniform_ptr + row) * total.to(tl.float64)).to(tl.int64)
+    target = tl.floor(_field(fields_ptr, _UNIFORM, rows, row) * total.to(tl.float64)).to(tl.int64)
     target = tl.minimum(target, total - 1)
     running = tl.full((), 0, tl.int64)
     chosen = tl.full((), 0, tl.int64)
@@ -88,19 +112,19 @@ def _seeded_sample_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature
         chosen += tl.sum((tl.cumsum(w, axis=0) + running <= target).to(tl.int64), axis=0)
         running += tl.sum(w, axis=0)
 
-    greedy = tl.load(greedy_ptr + row) != 0
+    greedy = _field(fields_ptr, _GREEDY, rows, row) != 0
     tl.store(out_ptr + row, tl.where(greedy, best_index, chosen))
 
 
-@triton.jit
-def _chunk_max_kernel(logits_ptr, row_stride, vocab, temperature_ptr, best_ptr, best_index_ptr, rel_max_ptr,
-                      chunks, CHUNK: tl.constexpr):
+@triton.jit(do_not_specialize=["rows"])
+def _chunk_max_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows, best_ptr, best_index_ptr, rel_max_ptr,
+                      chunks, CHUNK: tl.constexpr, INDEXED: tl.constexpr):
     """Per (row, chunk): the max logit, its lowest index, and the max of logits / T."""
     row, chunk = tl.program_id(0), tl.program_id(1)
     index = chunk * CHUNK + tl.arange(0, CHUNK)
-    x = tl.load(logits_ptr + row.to(tl.int64) * row_stride + index, mask=index < vocab,
+    x = tl.load(_logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED) + index, mask=index < vocab,
                 other=float("-inf")).to(tl.float32)
-    temperature = tl.load(temperature_ptr + row)
+    temperature = _field(fields_ptr, _TEMPERATURE, rows, row).to(tl.float32)
     at = row * chunks + chunk
     tl.store(best_ptr + at, tl.max(x, axis=0))
     tl.store(best_index_ptr + at, chunk * CHUNK + tl.argmax(x, axis=0).to(tl.int64))
@@ -113,23 +137,24 @@ def _row_rel_max(rel_max_ptr, row, chunks, MAX_CHUNKS: tl.constexpr):
     return tl.max(tl.load(rel_max_ptr + row * chunks + offs, mask=offs < chunks, other=float("-inf")), axis=0)
 
 
-@triton.jit
-def _chunk_total_kernel(logits_ptr, row_stride, vocab, temperature_ptr, min_p_ptr, rel_max_ptr, total_ptr,
-                        chunks, CHUNK: tl.constexpr, MAX_CHUNKS: tl.constexpr):
+@triton.jit(do_not_specialize=["rows"])
+def _chunk_total_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows, rel_max_ptr, total_ptr,
+                        chunks, CHUNK: tl.constexpr, MAX_CHUNKS: tl.constexpr, INDEXED: tl.constexpr):
     """Per (row, chunk): the chunk's total integer weight."""
     row, chunk = tl.program_id(0), tl.program_id(1)
     rel_max = _row_rel_max(rel_max_ptr, row, chunks, MAX_CHUNKS)
     index = chunk * CHUNK + tl.arange(0, CHUNK)
-    x = tl.load(logits_ptr + row.to(tl.int64) * row_stride + index, mask=index < vocab,
+    x = tl.load(_logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED) + index, mask=index < vocab,
                 other=float("-inf")).to(tl.float32)
-    w = _weights(x, tl.load(temperature_ptr + row), rel_max, tl.load(min_p_ptr + row))
+    w = _weights(x, _field(fields_ptr, _TEMPERATURE, rows, row).to(tl.float32), rel_max,
+                 _field(fields_ptr, _MIN_P, rows, row).to(tl.float32))
     tl.store(total_ptr + row * chunks + chunk, tl.sum(w, axis=0))
 
 
-@triton.jit
-def _chunk_search_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature_ptr, uniform_ptr, min_p_ptr,
+@triton.jit(do_not_specialize=["rows"])
+def _chunk_search_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows,
                          best_ptr, best_index_ptr, rel_max_ptr, total_ptr, out_ptr, chunks,
-                         CHUNK: tl.constexpr, MAX_CHUNKS: tl.constexpr):
+                         CHUNK: tl.constexpr, MAX_CHUNKS: tl.constexpr, INDEXED: tl.constexpr):
     """Per row: the greedy token from the partials, or the target's chunk and then its index."""
     row = tl.program_id(0)
     offs = tl.arange(0, MAX_CHUNKS)
@@ -144,7 +169,7 @@ def _chunk_search_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature_
     totals = tl.load(total_ptr + at, mask=valid, other=0)
     running = tl.cumsum(totals, axis=0)
     total = tl.sum(totals, axis=0)
-    target = tl.floor(tl.load(uniform_ptr + row) * total.to(tl.float64)).to(tl.int64)
+    target = tl.floor(_field(fields_ptr, _UNIFORM, rows, row) * total.to(tl.float64)).to(tl.int64)
     target = tl.minimum(target, total - 1)
     # The first chunk whose running weight exceeds the target, and the weight before it.
     chunk = tl.sum((running <= target).to(tl.int64), axis=0)
@@ -152,41 +177,44 @@ def _chunk_search_kernel(logits_ptr, row_stride, vocab, greedy_ptr, temperature_
 
     rel_max = _row_rel_max(rel_max_ptr, row, chunks, MAX_CHUNKS)
     index = chunk * CHUNK + tl.arange(0, CHUNK)
-    x = tl.load(logits_ptr + row.to(tl.int64) * row_stride + index, mask=index < vocab,
+    x = tl.load(_logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED) + index, mask=index < vocab,
                 other=float("-inf")).to(tl.float32)
-    w = _weights(x, tl.load(temperature_ptr + row), rel_max, tl.load(min_p_ptr + row))
+    w = _weights(x, _field(fields_ptr, _TEMPERATURE, rows, row).to(tl.float32), rel_max,
+                 _field(fields_ptr, _MIN_P, rows, row).to(tl.float32))
     chosen = chunk * CHUNK + tl.sum((tl.cumsum(w, axis=0) + before <= target).to(tl.int64), axis=0)
 
-    greedy = tl.load(greedy_ptr + row) != 0
+    greedy = _field(fields_ptr, _GREEDY, rows, row) != 0
     tl.store(out_ptr + row, tl.where(greedy, best_index, chosen))
 
 
-def sample_unfiltered(logits: torch.Tensor, plan: SamplingPlan, split: bool | None = None) -> torch.Tensor:
+def sample_unfiltered(logits: torch.Tensor, plan: SamplingPlan, split: bool | None = None,
+                      at_batch_rows: bool = False) -> torch.Tensor:
     """Token ids (int64 [N]) of every row as if none had top-k / top-p (the caller replaces the
-    rows that have). ``split``: the chunked strategy; default above ``SPLIT_ABOVE`` tokens."""
+    rows that have). ``logits``: [N, V], or with ``at_batch_rows`` a batch's [M, V] read at
+    ``plan.batch_rows``. ``split``: the chunked strategy; default above ``SPLIT_ABOVE`` tokens."""
     if logits.stride(1) != 1:
         logits = logits.contiguous()
-    out = torch.empty(plan.num_rows, dtype=torch.int64, device=logits.device)
-    if not plan.num_rows:
+    rows, vocab, indexed = plan.num_rows, plan.vocab_size, at_batch_rows
+    if indexed and not plan.indexed:
+        raise ValueError("at_batch_rows needs a plan made with batch_rows")
+    if logits.shape[1] != vocab or (logits.shape[0] != rows and not indexed):
+        raise ValueError(f"logits of shape {tuple(logits.shape)} for a plan of {rows} x {vocab}")
+    out = torch.empty(rows, dtype=torch.int64, device=logits.device)
+    if not rows:
         return out
     if split is None:
-        split = plan.vocab_size > SPLIT_ABOVE
+        split = vocab > SPLIT_ABOVE
+    common = (logits, logits.stride(0), vocab, plan.fields, rows)
     if not split:
-        _seeded_sample_kernel[(plan.num_rows,)](
-            logits, logits.stride(0), plan.vocab_size, plan.greedy, plan.temperature, plan.uniform, plan.min_p,
-            out, BLOCK=_BLOCK)
+        _seeded_sample_kernel[(rows,)](*common, out, BLOCK=_BLOCK, INDEXED=indexed)
         return out
-    rows, chunks = plan.num_rows, triton.cdiv(plan.vocab_size, _CHUNK)
+    chunks = triton.cdiv(vocab, _CHUNK)
     max_chunks = triton.next_power_of_2(chunks)
     floats = torch.empty(2, rows, chunks, dtype=torch.float32, device=logits.device)  # max, max of x / T
     ints = torch.empty(2, rows, chunks, dtype=torch.int64, device=logits.device)  # argmax, total weight
-    _chunk_max_kernel[(rows, chunks)](
-        logits, logits.stride(0), plan.vocab_size, plan.temperature, floats[0], ints[0], floats[1], chunks,
-        CHUNK=_CHUNK)
-    _chunk_total_kernel[(rows, chunks)](
-        logits, logits.stride(0), plan.vocab_size, plan.temperature, plan.min_p, floats[1], ints[1], chunks,
-        CHUNK=_CHUNK, MAX_CHUNKS=max_chunks)
-    _chunk_search_kernel[(rows,)](
-        logits, logits.stride(0), plan.vocab_size, plan.greedy, plan.temperature, plan.uniform, plan.min_p,
-        floats[0], ints[0], floats[1], ints[1], out, chunks, CHUNK=_CHUNK, MAX_CHUNKS=max_chunks)
+    _chunk_max_kernel[(rows, chunks)](*common, floats[0], ints[0], floats[1], chunks, CHUNK=_CHUNK, INDEXED=indexed)
+    _chunk_total_kernel[(rows, chunks)](*common, floats[1], ints[1], chunks, CHUNK=_CHUNK, MAX_CHUNKS=max_chunks,
+                                        INDEXED=indexed)
+    _chunk_search_kernel[(rows,)](*common, floats[0], ints[0], floats[1], ints[1], out, chunks, CHUNK=_CHUNK,
+                                  MAX_CHUNKS=max_chunks, INDEXED=indexed)
     return out

@@ -17,7 +17,7 @@ import torch
 
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
-from sglang_tokenweave.determinism.sampling import plan_sampling, sample
+from sglang_tokenweave.determinism.sampling import plan_sampling, sample, sample_at_batch_rows
 
 from .markers import is_deterministic_req
 from .runtime import det_for, row_params, runtime
@@ -38,6 +38,7 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
     started = time.perf_counter()
     indices, rows = [], []
     is_decode = batch.forward_mode.is_decode()
+    seq_lens = None
     for i, req in enumerate(batch.reqs):
         if is_deterministic_req(req):
             det = det_for(req)
@@ -45,7 +46,9 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
             if is_decode:
                 # The sequence length after this step's input token is the new token's position;
                 # output_ids may still lack the token of the step in flight (overlap scheduler).
-                position = int(batch.seq_lens_cpu[i])
+                if seq_lens is None:
+                    seq_lens = batch.seq_lens_cpu.tolist()  # one call, not a tensor index per row
+                position = seq_lens[i]
             else:  # the prefill's token: output token 0
                 position = det.state.sample_position(len(req.output_ids))
             rows.append(row_params(req, det, position))
@@ -64,29 +67,32 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
         return original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     indices, rows, is_decode, noted = pending
     started = time.perf_counter()
+    rt = runtime()
+    kernel, scale = rt.config.sampling_kernel, rt.config.perturb_logits
     plan = plan_sampling(rows, logits.shape[1], device=logits.device, batch_rows=indices)
     index = plan.batch_rows
-    det_logits = logits.index_select(0, index)  # a copy: SGLang's sampler works in place
-    ours = noted + time.perf_counter() - started
-    ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
-    started = time.perf_counter()
-    scale = runtime().config.perturb_logits
-    proposal_logits = det_logits
+    # Our rows are sampled before SGLang's sampler runs: it changes the logits in place.
+    logprobs = return_logprob and not is_decode
+    det_logits = logits.index_select(0, index) if logprobs or (scale > 0 and is_decode) else None
     if scale > 0 and is_decode:
         # Test-only, and only on proposals: the isolated prefill's token is committed as is.
         # The generator's seed is the same on every TP rank (same step count).
         generator = torch.Generator(device=det_logits.device)
-        generator.manual_seed(next(runtime().perturb_steps) + 12345)
-        proposal_logits = perturb_fast_path_logits(det_logits, scale, generator)
-    det_ids = sample(proposal_logits, plan, kernel=runtime().config.sampling_kernel)
-    ids[index] = det_ids.to(ids.dtype)
-    if return_logprob and not is_decode:
+        generator.manual_seed(next(rt.perturb_steps) + 12345)
+        det_ids = sample(perturb_fast_path_logits(det_logits, scale, generator), plan, kernel=kernel)
+    else:
+        det_ids = sample_at_batch_rows(logits, plan, kernel=kernel)
+    ours = noted + time.perf_counter() - started
+    ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
+    started = time.perf_counter()
+    ids[index] = det_ids if det_ids.dtype == ids.dtype else det_ids.to(ids.dtype)
+    if logprobs:
         # The prefill's token is committed with its logprobs: the same batch-invariant formula
         # as the verifier's, for our token (SGLang's were for the token it sampled itself).
         _replace_logprobs(logits_output, indices, index, det_logits, plan, det_ids, top_logprobs_nums)
     # Host time: what these rows add to launching the step (a decode step's work here never
     # waits for the GPU; a prefill's logprobs may).
-    runtime().metrics.on_sampled(is_decode, ours + time.perf_counter() - started)
+    rt.metrics.on_sampled(is_decode, ours + time.perf_counter() - started)
     return ids
 
 
