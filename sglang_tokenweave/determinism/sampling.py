@@ -27,7 +27,7 @@ with them take this module's PyTorch ops.
 
 Plan/run split: ``plan_sampling`` turns host-side per-row parameters into device tensors (one
 copy) and decides which filters run, once per batch; ``sample`` runs with no host sync.
-Neither waits for the GPU: the copy goes through pinned memory (``to_device``), so the overlap
+Neither waits for the GPU: the copy goes through pinned memory (``pinned_staging``), so the overlap
 scheduler's host work still overlaps the step that is running.
 """
 
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .config import SAMPLING_KERNELS
+from .pinned_staging import float64_to_device
 from .seeds import position_uniforms
 
 # SGLang treats temperatures below this as greedy.
@@ -196,7 +197,7 @@ def plan_sampling(
                    + [rows[i].top_p for i in p_rows], dtype=np.float64),
     ], dtype=np.float64)
     return SamplingPlan(
-        to_device(torch.from_numpy(fields), device),
+        float64_to_device(fields, device),
         num_rows=len(rows),
         vocab_size=vocab_size,
         num_top_k=len(k_rows),
@@ -206,15 +207,6 @@ def plan_sampling(
         max_top_k=max((rows[i].top_k for i in k_rows), default=0),
         any_min_p=any(p > 0.0 for p in min_p),
     )
-
-
-def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """``host.to(device)`` without waiting for the device: a copy from pageable memory waits for
-    every kernel queued before it, a copy from pinned memory does not."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
 
 
 def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> torch.Tensor:
