@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -212,3 +213,13 @@ def test_rows_sampled_at_their_batch_rows_equal_the_gathered_rows(with_filters):
     assert torch.equal(batch, before)  # the batch's logits are read, not changed
     with pytest.raises(ValueError, match="needs a plan made with batch_rows"):
         sample_at_batch_rows(batch, plan_sampling(rows, V))
+
+
+def test_staged_copies_keep_their_values_and_dtype_and_refuse_others():
+    from sglang_tokenweave.determinism.pinned_staging import array_to_device
+
+    for values in (np.array([0.5, -2.0, 1e-300]), np.array([-(1 << 63), 7, (1 << 63) - 1])):
+        out = array_to_device(values, "cpu")
+        assert out.dtype == torch.from_numpy(values).dtype and np.array_equal(out.numpy(), values)
+    with pytest.raises(TypeError, match="float64 or int64, got int32"):
+        array_to_device(np.array([1], dtype=np.int32), "cpu")

@@ -113,3 +113,18 @@ def test_triton_kernels_read_rows_in_place_as_if_gathered(pool, vocab):
     plan = plan_sampling(rows, vocab, "cuda", batch_rows=where)
     gathered = sample(logits[where], plan_sampling(rows, vocab, "cuda"), kernel="triton")
     assert torch.equal(sample_at_batch_rows(logits, plan, kernel="triton"), gathered)
+
+
+@pytest.mark.parametrize("rows,batch", [(3, 64), (200, 256)])
+def test_sampled_ids_are_written_at_their_batch_rows_only(rows, batch):
+    from sglang_tokenweave.determinism.sampling import write_at_batch_rows
+
+    g = torch.Generator().manual_seed(rows)
+    where = torch.randperm(batch, generator=g)[:rows]
+    values = torch.randint(0, 1 << 20, (rows,), generator=g).cuda()  # int64, as the samplers return
+    plan = plan_sampling([RowParams(seed=0, position=i) for i in range(rows)], 8, "cuda", batch_rows=where.tolist())
+    target = torch.full((batch,), -7, dtype=torch.int32, device="cuda")  # SGLang's ids: int32
+    write_at_batch_rows(target, values, plan, kernel="triton")
+    expected = torch.full((batch,), -7, dtype=torch.int32)
+    expected[where] = values.cpu().to(torch.int32)
+    assert torch.equal(target.cpu(), expected)

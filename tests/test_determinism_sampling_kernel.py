@@ -13,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample, sample_at_batch_rows
+from sglang_tokenweave.determinism.sampling import (RowParams, plan_sampling, sample, sample_at_batch_rows,
+                                                     write_at_batch_rows)
 
 ROWS = 24
 # Above the split threshold (8192): five chunks of 2048, the last one partial.
@@ -77,6 +78,26 @@ def checks() -> dict:
     plan.uniform.fill_(0.5)  # a view of the plan's fields, which the kernels read
     out["boundary across chunks"] = {"torch": sample(logits, plan).tolist(),
                                      "split": sample_unfiltered(logits, plan, split=True).tolist()}
+    out["write at batch rows"] = write_checks(g)
+    return out
+
+
+def write_checks(g: torch.Generator) -> dict:
+    """Sampled ids written into a batch's int32 ids at the plan's batch rows, by both kernels,
+    for a handful of rows and for more than one program's worth; every other entry untouched."""
+    out = {}
+    for rows, batch in ((5, 9), (300, 413)):
+        spread = torch.randperm(batch, generator=g)[:rows]
+        values = torch.randint(0, 1 << 20, (rows,), generator=g)  # int64, as the samplers return
+        plan = plan_sampling([RowParams(seed=0, position=i) for i in range(rows)], 8, batch_rows=spread.tolist())
+        expected = torch.full((batch,), -7, dtype=torch.int32)
+        expected[spread] = values.to(torch.int32)
+        got = {}
+        for kernel in ("torch", "triton"):
+            target = torch.full((batch,), -7, dtype=torch.int32)
+            write_at_batch_rows(target, values, plan, kernel=kernel)
+            got[kernel] = target.tolist()
+        out[rows] = {"expected": expected.tolist(), **got}
     return out
 
 
@@ -124,6 +145,20 @@ def test_rows_read_in_place_from_a_batch_get_the_tokens_of_the_gathered_rows(res
 def test_the_target_on_a_running_sum_boundary_picks_the_next_token(results):
     assert results["boundary"] == {"torch": [650], "triton": [650]}
     assert results["boundary across chunks"] == {"torch": [4500], "split": [4500]}
+
+
+def test_sampled_ids_are_written_at_their_batch_rows_and_nowhere_else(results):
+    for rows, got in results["write at batch rows"].items():
+        assert got["triton"] == got["torch"] == got["expected"], rows
+        assert got["expected"].count(-7) == len(got["expected"]) - int(rows)  # the others untouched
+
+
+def test_writing_at_batch_rows_needs_an_indexed_plan():
+    from sglang_tokenweave.determinism.sampling_kernel import write_at_batch_rows as write_kernel
+
+    plan = plan_sampling([RowParams(seed=0, position=0)], 8)
+    with pytest.raises(ValueError, match="indexed: False"):
+        write_kernel(torch.zeros(4, dtype=torch.int32), torch.zeros(1, dtype=torch.int64), plan)
 
 
 def test_unknown_kernel_is_refused():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sglang_tokenweave.determinism.pinned_staging import PinnedStaging, float64_to_device
+from sglang_tokenweave.determinism.pinned_staging import PinnedStaging, array_to_device
 
 pytestmark = pytest.mark.gpu
 
@@ -17,18 +17,20 @@ def needs_cuda():
 
 
 def test_reused_slots_never_overwrite_a_copy_still_queued():
-    staging = PinnedStaging(slots=3, capacity=8)
+    staging = PinnedStaging(slots=3, capacity=64)  # bytes: 8 values
     rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal(int(rng.integers(1, 9))) for _ in range(10)] + [rng.standard_normal(20)]
+    arrays = [rng.standard_normal(int(rng.integers(1, 9))) for _ in range(5)]
+    arrays += [rng.integers(-(1 << 62), 1 << 62, int(rng.integers(1, 9))) for _ in range(5)]  # int64
+    arrays += [rng.standard_normal(20)]
     torch.cuda._sleep(200_000_000)  # keep the stream busy: the copies queue behind it
     outs = [staging.to_device(a, torch.device("cuda")) for a in arrays]  # 11 copies through 3 slots
     torch.cuda.synchronize()
     for a, out in zip(arrays, outs):
-        assert out.dtype == torch.float64 and out.device.type == "cuda"
+        assert out.dtype == torch.from_numpy(a).dtype and out.device.type == "cuda"
         assert np.array_equal(out.cpu().numpy(), a)  # bit-exact, the last one past the capacity
 
 
-def test_module_copy_matches_on_cuda_and_cpu():
-    values = np.array([0.25, -1.5, 3.0, 1e-300])
-    assert np.array_equal(float64_to_device(values, "cuda").cpu().numpy(), values)
-    assert np.array_equal(float64_to_device(values, "cpu").numpy(), values)
+@pytest.mark.parametrize("values", [np.array([0.25, -1.5, 3.0, 1e-300]), np.array([-(1 << 63), 0, 5, (1 << 63) - 1])])
+def test_module_copy_matches_on_cuda_and_cpu(values):
+    assert np.array_equal(array_to_device(values, "cuda").cpu().numpy(), values)
+    assert np.array_equal(array_to_device(values, "cpu").numpy(), values)

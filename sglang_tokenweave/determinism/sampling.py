@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .config import SAMPLING_KERNELS
-from .pinned_staging import float64_to_device
+from .pinned_staging import array_to_device
 from .seeds import position_uniforms
 
 # SGLang treats temperatures below this as greedy.
@@ -197,7 +197,7 @@ def plan_sampling(
                    + [rows[i].top_p for i in p_rows], dtype=np.float64),
     ], dtype=np.float64)
     return SamplingPlan(
-        float64_to_device(fields, device),
+        array_to_device(fields, device),
         num_rows=len(rows),
         vocab_size=vocab_size,
         num_top_k=len(k_rows),
@@ -242,6 +242,18 @@ def sample_at_batch_rows(logits: torch.Tensor, plan: SamplingPlan, kernel: str =
 
         return sample_unfiltered(logits, plan, at_batch_rows=True)
     return sample(logits.index_select(0, plan.batch_rows), plan, kernel)
+
+
+def write_at_batch_rows(target: torch.Tensor, values: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> None:
+    """``target[plan.batch_rows] = values`` (cast to ``target``'s dtype): a step's sampled rows
+    put into the batch's token ids."""
+    _check_kernel(kernel)
+    if kernel == "triton" and target.dim() == 1 and target.is_contiguous():
+        from .sampling_kernel import write_at_batch_rows as write_kernel
+
+        write_kernel(target, values, plan)
+    else:
+        target[plan.batch_rows] = values.to(target.dtype)
 
 
 def _check_kernel(kernel: str) -> None:

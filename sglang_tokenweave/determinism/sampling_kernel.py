@@ -187,6 +187,30 @@ def _chunk_search_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows,
     tl.store(out_ptr + row, tl.where(greedy, best_index, chosen))
 
 
+@triton.jit(do_not_specialize=["rows"])
+def _write_at_batch_rows_kernel(values_ptr, fields_ptr, rows, out_ptr, BLOCK: tl.constexpr):
+    """out[batch_rows[i]] = values[i], cast to out's dtype."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = i < rows
+    at = tl.load(fields_ptr + _BATCH_ROWS * rows + i, mask=inside, other=0).to(tl.int64)
+    values = tl.load(values_ptr + i, mask=inside)
+    tl.store(out_ptr + at, values.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def write_at_batch_rows(target: torch.Tensor, values: torch.Tensor, plan: SamplingPlan) -> None:
+    """``target[plan.batch_rows] = values`` in one launch (the PyTorch way takes three: the
+    index's and the values' dtype conversions, then the indexed write). The plan's batch rows
+    must lie inside ``target``: the device does not check them."""
+    rows = plan.num_rows
+    if not plan.indexed or values.shape != (rows,) or target.dim() != 1 or target.stride(0) != 1:
+        raise ValueError(f"write_at_batch_rows: {rows} plan rows (indexed: {plan.indexed}), values of "
+                         f"shape {tuple(values.shape)}, target of shape {tuple(target.shape)}")
+    if rows:
+        block = 128
+        _write_at_batch_rows_kernel[(triton.cdiv(rows, block),)](values.contiguous(), plan.fields, rows, target,
+                                                                  BLOCK=block)
+
+
 def sample_unfiltered(logits: torch.Tensor, plan: SamplingPlan, split: bool | None = None,
                       at_batch_rows: bool = False) -> torch.Tensor:
     """Token ids (int64 [N]) of every row as if none had top-k / top-p (the caller replaces the

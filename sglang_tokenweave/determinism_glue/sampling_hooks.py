@@ -17,7 +17,7 @@ import torch
 
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
-from sglang_tokenweave.determinism.sampling import plan_sampling, sample, sample_at_batch_rows
+from sglang_tokenweave.determinism.sampling import plan_sampling, sample, sample_at_batch_rows, write_at_batch_rows
 
 from .markers import is_deterministic_req
 from .runtime import det_for, row_params, runtime
@@ -70,10 +70,9 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
     rt = runtime()
     kernel, scale = rt.config.sampling_kernel, rt.config.perturb_logits
     plan = plan_sampling(rows, logits.shape[1], device=logits.device, batch_rows=indices)
-    index = plan.batch_rows
     # Our rows are sampled before SGLang's sampler runs: it changes the logits in place.
     logprobs = return_logprob and not is_decode
-    det_logits = logits.index_select(0, index) if logprobs or (scale > 0 and is_decode) else None
+    det_logits = logits.index_select(0, plan.batch_rows) if logprobs or (scale > 0 and is_decode) else None
     if scale > 0 and is_decode:
         # Test-only, and only on proposals: the isolated prefill's token is committed as is.
         # The generator's seed is the same on every TP rank (same step count).
@@ -85,11 +84,11 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
     ours = noted + time.perf_counter() - started
     ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     started = time.perf_counter()
-    ids[index] = det_ids if det_ids.dtype == ids.dtype else det_ids.to(ids.dtype)
+    write_at_batch_rows(ids, det_ids, plan, kernel=kernel)
     if logprobs:
         # The prefill's token is committed with its logprobs: the same batch-invariant formula
         # as the verifier's, for our token (SGLang's were for the token it sampled itself).
-        _replace_logprobs(logits_output, indices, index, det_logits, plan, det_ids, top_logprobs_nums)
+        _replace_logprobs(logits_output, indices, plan.batch_rows, det_logits, plan, det_ids, top_logprobs_nums)
     # Host time: what these rows add to launching the step (a decode step's work here never
     # waits for the GPU; a prefill's logprobs may).
     rt.metrics.on_sampled(is_decode, ours + time.perf_counter() - started)

@@ -19,10 +19,12 @@ import logging
 import time
 from array import array
 
+import numpy as np
 import torch
 
 from sglang_tokenweave.determinism.groups import ReadyRequest, plan_verify_passes
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
+from sglang_tokenweave.determinism.pinned_staging import array_to_device
 from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
 from sglang_tokenweave.determinism.state import FinishReason
 
@@ -86,14 +88,12 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     started = time.perf_counter()
     window = verify_pass.window
     pool = scheduler.req_to_token_pool
-    device = pool.device
     width = pool.req_to_token.shape[1]
-    input_ids, out_loc, pool_rows, prefix_lens, seq_lens, sample_rows = [], [], [], [], [], []
+    input_ids, pool_rows, prefix_lens, real_lens, sample_rows = [], [], [], [], []
     windows, reqs = {}, []  # key -> (window, {part: flat slots of that row's inputs})
     for r, row in enumerate(verify_pass.rows):
         if row.key is None:
-            prefix, pool_row, ids, locs = 0, PAD_REQ_ROW, [PAD_TOKEN_ID] * window, [PAD_SLOT] * window
-            pool.req_to_token[PAD_REQ_ROW, :window] = PAD_SLOT
+            prefix, pool_row, ids = 0, PAD_REQ_ROW, []
             sample_rows += [RowParams(seed=0, position=j) for j in range(window)]
             reqs.append(None)
         else:
@@ -102,43 +102,41 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
                 windows[row.key] = (det.state.verify_window(tokens), {})
             w, slots = windows[row.key]
             block = w.block_rows(window)[row.part]
-            u = len(block)
-            prefix, pool_row = w.row_start + block.start, req.req_pool_idx
+            prefix, pool_row, ids = w.row_start + block.start, req.req_pool_idx, w.row_ids[block.start : block.stop]
             if prefix + window > width:
                 raise RuntimeError(f"deterministic request {req.rid}: window beyond the context length")
-            locs = pool.req_to_token[pool_row, prefix : prefix + u].tolist() + [PAD_SLOT] * (window - u)
-            if block.stop == len(w.row_ids) and u < window:  # beyond its KV (its last row only)
-                if prefix + u < req.kv.kv_allocated_len:  # its slots there would leak and slot 0 be freed
-                    raise RuntimeError(f"deterministic request {req.rid}: KV allocated past the verified window")
-                pool.req_to_token[pool_row, prefix + u : prefix + window] = PAD_SLOT
-            ids = list(w.row_ids[block.start : block.stop]) + [PAD_TOKEN_ID] * (window - u)
-            slots[row.part] = range(r * window, r * window + u)
+            if prefix + len(ids) < min(prefix + window, req.kv.kv_allocated_len):
+                # Its padding would take its own slots there (which would leak) and free slot 0.
+                raise RuntimeError(f"deterministic request {req.rid}: KV allocated past the verified window")
+            slots[row.part] = range(r * window, r * window + len(ids))
             # Row j samples the token after its input j, at position row start + j + 1.
             sample_rows += [row_params(req, det, prefix + 1 + j) for j in range(window)]
             reqs.append(req)
         input_ids += ids
-        out_loc += locs
+        input_ids += [PAD_TOKEN_ID] * (window - len(ids))
         pool_rows.append(pool_row)
         prefix_lens.append(prefix)
-        seq_lens.append(prefix + window)
+        real_lens.append(len(ids))
 
+    rows = len(verify_pass.rows)
+    seq_lens = [prefix + window for prefix in prefix_lens]
+    inputs = _PassInputs(pool, window, input_ids, pool_rows, prefix_lens, real_lens, seq_lens)
     real_reqs = [r for r in reqs if r is not None]
     batch = ScheduleBatch.init_new(
         [r if r is not None else real_reqs[0] for r in reqs],
         pool, scheduler.token_to_kv_pool_allocator, scheduler.tree_cache, scheduler.model_config,
         False, scheduler.spec_algorithm,
     )
-    rows = len(verify_pass.rows)
     batch.forward_mode = ForwardMode.EXTEND
     batch.return_logprob = False
     batch.return_hidden_states = False
-    batch.input_ids = torch.tensor(input_ids, dtype=torch.int64, device=device)
-    batch.req_pool_indices = torch.tensor(pool_rows, dtype=torch.int64, device=device)
+    batch.input_ids = inputs.input_ids
+    batch.req_pool_indices = inputs.pool_rows
     batch.seq_lens_cpu = torch.tensor(seq_lens, dtype=torch.int64)
-    batch.seq_lens = batch.seq_lens_cpu.to(device)
-    batch.orig_seq_lens = batch.seq_lens_cpu.to(device=device, dtype=torch.int32)
+    batch.seq_lens = inputs.seq_lens
+    batch.orig_seq_lens = inputs.seq_lens.to(torch.int32)
     batch.seq_lens_sum = int(sum(seq_lens))
-    batch.out_cache_loc = torch.tensor(out_loc, dtype=torch.int64, device=device)
+    batch.out_cache_loc = inputs.out_cache_loc
     batch.prefix_lens = prefix_lens
     batch.extend_lens = [window] * rows
     batch.extend_num_tokens = rows * window
@@ -160,6 +158,7 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
 
     rt = runtime()
     rt.metrics.on_pass(verify_pass.num_real_rows, time.perf_counter() - started)
+    kv_lens = {}  # batch index -> committed KV length
     for key, (w, slots) in windows.items():
         i, req, det, tokens = by_key[key]
         input_slots = [slot for part in sorted(slots) for slot in slots[part]]
@@ -169,8 +168,60 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
         rt.metrics.on_commit(result, tokens_verified=tokens)
         if req.return_logprob:
             _set_logprobs(req, committed_before, result, logprobs, token_slots)
-        _apply(scheduler, running_batch, i, req, det, result)
+        _apply(scheduler, req, det, result)
+        kv_lens[i] = result.kv_len
+    _set_seq_lens(running_batch, kv_lens)
     metrics_export.publish(rt.metrics)
+
+
+class _PassInputs:
+    """A pass's device inputs from one host-to-device copy, and the KV slots of its tokens.
+
+    A row's input j writes its KV at the slot its request's table holds at prefix + j; padding
+    (past the row's real inputs, and every input of a dummy row) writes to the padding slot,
+    and the table points there too, so that no position of the row refers to a slot that is
+    not its own. The table is read and written on the device: no wait for the GPU per row."""
+
+    def __init__(self, pool, window, input_ids, pool_rows, prefix_lens, real_lens, seq_lens):
+        segments = [input_ids, pool_rows, prefix_lens, real_lens, seq_lens]
+        # Every segment starts at a multiple of 16 bytes, as a fresh tensor does (Triton
+        # specialises kernels on pointer alignment: no other compiled variant mid-serving).
+        starts = np.cumsum([0] + [len(x) + len(x) % 2 for x in segments])
+        packed = np.zeros(starts[-1], dtype=np.int64)
+        for start, values in zip(starts, segments):
+            packed[start : start + len(values)] = values
+        device_values = array_to_device(packed, pool.device)
+        self.input_ids, self.pool_rows, prefix, real, self.seq_lens = (
+            device_values[start : start + len(values)] for start, values in zip(starts, segments))
+        offsets = torch.arange(window, device=pool.device)
+        table_rows, table_cols = self.pool_rows[:, None], prefix[:, None] + offsets
+        slots = pool.req_to_token[table_rows, table_cols]
+        slots = torch.where(offsets < real[:, None], slots, PAD_SLOT)
+        pool.req_to_token[table_rows, table_cols] = slots  # the real ones are written back unchanged
+        self.out_cache_loc = slots.reshape(-1).to(torch.int64)
+
+
+def _set_seq_lens(running_batch, kv_lens: dict[int, int]) -> None:
+    """The running batch's sequence lengths at the given indices, in new tensors (steps in
+    flight may still read the old ones): one indexed write per tensor, not one per request."""
+    if not kv_lens:
+        return
+    where, values = list(kv_lens), list(kv_lens.values())
+    on_device = None  # the indices and lengths, copied once for the device tensors
+    for name in ("seq_lens", "seq_lens_cpu", "orig_seq_lens"):
+        tensor = getattr(running_batch, name, None)
+        if tensor is None:
+            continue
+        if tensor.device.type == "cpu":
+            index, new = torch.tensor(where), torch.tensor(values)
+        else:
+            if on_device is None:
+                on_device = array_to_device(np.array(where + values, dtype=np.int64), tensor.device)
+            index, new = on_device[: len(where)], on_device[len(where) :]
+        tensor = tensor.clone()
+        tensor[index] = new.to(tensor.dtype)
+        setattr(running_batch, name, tensor)
+    running_batch.seq_lens_sum = None
 
 
 def _logprobs(logits, plan, ids, reqs):
@@ -214,8 +265,8 @@ def sglang_finish_reason(finish):
     return finish  # the stop-string hook already returns SGLang's object
 
 
-def _apply(scheduler, running_batch, i, req, det, result) -> None:
-    """Make SGLang's request and batch agree with the committed sequence."""
+def _apply(scheduler, req, det, result) -> None:
+    """Make SGLang's request agree with the committed sequence (its batch: ``_set_seq_lens``)."""
     from sglang.srt.mem_cache.common import release_kv_cache
 
     pool = scheduler.req_to_token_pool
@@ -227,13 +278,6 @@ def _apply(scheduler, running_batch, i, req, det, result) -> None:
     req.output_ids = array("q", state.out)
     req.kv_committed_len = result.kv_len
     req.kv.kv_allocated_len = result.kv_len
-    for name in ("seq_lens", "seq_lens_cpu", "orig_seq_lens"):
-        tensor = getattr(running_batch, name, None)
-        if tensor is not None:
-            tensor = tensor.clone()
-            tensor[i] = result.kv_len
-            setattr(running_batch, name, tensor)
-    running_batch.seq_lens_sum = None
     # The next decode step reads its input token from here (see resolve_forward_inputs).
     scheduler.future_map.output_tokens_buf[req.req_pool_idx] = state.out[-1]
     if result.finish is not None:
