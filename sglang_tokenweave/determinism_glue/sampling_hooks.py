@@ -88,18 +88,18 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
     if logprobs:
         # The prefill's token is committed with its logprobs: the same batch-invariant formula
         # as the verifier's, for our token (SGLang's were for the token it sampled itself).
-        _replace_logprobs(logits_output, indices, plan.batch_rows, det_logits, plan, det_ids, top_logprobs_nums)
+        _replace_logprobs(logits_output, indices, det_logits, plan, det_ids, top_logprobs_nums)
     # Host time: what these rows add to launching the step (a decode step's work here never
     # waits for the GPU; a prefill's logprobs may).
     rt.metrics.on_sampled(is_decode, ours + time.perf_counter() - started)
     return ids
 
 
-def _replace_logprobs(logits_output, indices, index, det_logits, plan, det_ids, top_logprobs_nums) -> None:
-    """``indices``: the deterministic rows; ``index``: the same on the logits' device."""
+def _replace_logprobs(logits_output, indices, det_logits, plan, det_ids, top_logprobs_nums) -> None:
+    """``indices``: the deterministic rows (``plan.batch_rows`` on the logits' device)."""
     chosen = token_logprobs(det_logits, plan, det_ids)
     target = logits_output.next_token_logprobs
-    target[index.to(target.device)] = chosen.to(device=target.device, dtype=target.dtype)
+    target[plan.batch_rows.to(target.device)] = chosen.to(device=target.device, dtype=target.dtype)
     ks = [top_logprobs_nums[i] if top_logprobs_nums else 0 for i in indices]
     if max(ks) > 0 and logits_output.next_token_top_logprobs_val is not None:
         values, ids = top_logprobs(det_logits, plan, max(ks))
