@@ -9,7 +9,9 @@ takes the chosen kernel):
 - ``sample_device_us``: ``sample``'s device time, from back-to-back calls between two syncs.
 - ``step_host_us``: a fast-path step's host time: the plan of its rows, placed among
   ``STEP_OTHER_ROWS`` other rows of the batch, and ``sample_at_batch_rows`` (what the sampler
-  hook adds to a decode step besides noting the rows and writing the tokens back).
+  hook adds to a decode step besides noting the rows and writing the tokens back);
+- ``table_step_host_us``: the same step planned on the device from the row table
+  (``row_table``), every row of the batch sampled (what the hook adds besides writing back).
 Kernel ``triton-one-program`` is the Triton kernel's one-program-per-row strategy at every
 vocabulary size (``triton`` switches to the split strategy above ``SPLIT_ABOVE`` tokens).
 Medians over ``--repeats`` timings of ``--iterations`` calls each. Writes JSON with the card and
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench_command import card_name, recorded_command  # noqa: E402
 
 from sglang_tokenweave.determinism.config import SAMPLING_KERNELS  # noqa: E402
+from sglang_tokenweave.determinism.row_table import RowTable  # noqa: E402
 from sglang_tokenweave.determinism.sampling import (  # noqa: E402
     RowParams,
     plan_sampling,
@@ -94,9 +97,22 @@ def measure(kernel: str, num_rows: int, vocab: int, device: str, iterations: int
             sample_at_batch_rows(batch, plan_sampling(rows_of(num_rows, i), vocab, device, batch_rows=where),
                                  kernel=step_kernel)
         step_host.append((time.perf_counter() - started) / iterations)
+    # The same step planned from the row table (the batch's request rows and positions on the device).
+    table = RowTable(num_rows + STEP_OTHER_ROWS + 1, device)
+    table.mark([1 + w for w in where], rows_of(num_rows, 0))
+    request_rows = torch.arange(1, num_rows + STEP_OTHER_ROWS + 1, device=device)
+    positions = torch.full((num_rows + STEP_OTHER_ROWS,), 100, device=device)
+    table_step_host = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        for _ in range(iterations):
+            sample(batch, table.plan(request_rows, positions, vocab, kernel=step_kernel), kernel=step_kernel)
+        table_step_host.append((time.perf_counter() - started) / iterations)
     return {"kernel": kernel, "rows": num_rows, "vocab": vocab,
             "plan_host_us": statistics.median(plan_host) * 1e6,
             "step_host_us": statistics.median(step_host) * 1e6,
+            "table_step_host_us": statistics.median(table_step_host) * 1e6,
             "sample_host_us": statistics.median(sample_host) * 1e6,
             # back-to-back calls: the device time, or the host time where launching is slower
             "sample_device_us": statistics.median(sample_total) * 1e6}
@@ -133,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         print(f"{r['kernel']:>6} rows {r['rows']:>3} vocab {r['vocab']:>6}: plan {r['plan_host_us']:7.1f} us host, "
               f"sample {r['sample_host_us']:7.1f} us host, {r['sample_device_us']:7.1f} us back-to-back, "
-              f"step {r['step_host_us']:7.1f} us host")
+              f"step {r['step_host_us']:7.1f} us host ({r['table_step_host_us']:7.1f} from the row table)")
     print(f"wrote {out}")
 
 

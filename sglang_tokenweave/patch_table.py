@@ -162,6 +162,13 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         why="note the deterministic rows of the batch and their (seed, position) keys for the sampler",
     ),
     PatchTarget(
+        target="sglang.srt.mem_cache.memory_pool.ReqToTokenPool.alloc",
+        hook="sglang_tokenweave.determinism_glue.sampling_hooks:leave_row_table",
+        kind="after",
+        feature="deterministic_requests",
+        why="a request row given to another request loses the deterministic sampling parameters kept there",
+    ),
+    PatchTarget(
         target="sglang.srt.layers.sampler.Sampler.forward",
         hook="sglang_tokenweave.determinism_glue.sampling_hooks:sample_deterministic_rows",
         kind="around",

@@ -128,3 +128,16 @@ def test_sampled_ids_are_written_at_their_batch_rows_only(rows, batch):
     expected = torch.full((batch,), -7, dtype=torch.int32)
     expected[where] = values.cpu().to(torch.int32)
     assert torch.equal(target.cpu(), expected)
+
+
+@pytest.mark.parametrize("vocab", [512, VOCAB])
+def test_table_plans_give_the_host_plans_tokens_at_our_rows_only(pool, vocab):
+    from row_table_cases import POISON, table_step, written_ids
+
+    step = table_step("cuda", seed=vocab, deterministic=40, batch=63)
+    plan = step.table_plan(vocab, "cuda", "triton")
+    assert torch.equal(plan.fields, step.table_plan(vocab, "cuda", "torch").fields)
+    logits = pool[: len(step.request_rows), :vocab].contiguous()
+    got = written_ids(logits, plan, "triton", at_batch_rows=False)
+    assert got == written_ids(logits, step.host_plan(vocab, "cuda"), "triton", at_batch_rows=True)
+    assert [i for i, token in enumerate(got) if token != POISON] == step.ours

@@ -79,6 +79,24 @@ def checks() -> dict:
     out["boundary across chunks"] = {"torch": sample(logits, plan).tolist(),
                                      "split": sample_unfiltered(logits, plan, split=True).tolist()}
     out["write at batch rows"] = write_checks(g)
+    out["table plans"] = table_checks(g)
+    return out
+
+
+def table_checks(g: torch.Generator) -> dict:
+    """Decode steps planned from the row table by the Triton kernel: the PyTorch path's fields,
+    and the host plan's tokens written at the deterministic rows only."""
+    from row_table_cases import table_step, written_ids
+
+    out = {}
+    for seed in (0, 1):
+        step = table_step("cpu", seed)
+        plan = step.table_plan(1000, "cpu", "triton")
+        logits = torch.randn(len(step.request_rows), 1000, generator=g) * 3
+        out[seed] = {"same fields": torch.equal(plan.fields, step.table_plan(1000, "cpu", "torch").fields),
+                     "ids": written_ids(logits, plan, "triton", at_batch_rows=False),
+                     "host plan ids": written_ids(logits, step.host_plan(1000, "cpu"), "triton", at_batch_rows=True),
+                     "ours": step.ours}
     return out
 
 
@@ -151,6 +169,13 @@ def test_sampled_ids_are_written_at_their_batch_rows_and_nowhere_else(results):
     for rows, got in results["write at batch rows"].items():
         assert got["triton"] == got["torch"] == got["expected"], rows
         assert got["expected"].count(-7) == len(got["expected"]) - int(rows)  # the others untouched
+
+
+def test_table_plans_from_the_kernel_match_the_pytorch_path_and_the_host_plan(results):
+    for seed, got in results["table plans"].items():
+        assert got["same fields"], seed
+        assert got["ids"] == got["host plan ids"], seed
+        assert [i for i, token in enumerate(got["ids"]) if token != -7] == got["ours"], seed
 
 
 def test_writing_at_batch_rows_needs_an_indexed_plan():

@@ -77,3 +77,18 @@ def test_position_keys_reject_bad_input():
         position_keys([1, 2], [0])
     with pytest.raises(ValueError):
         position_keys([1], [-1])
+
+
+def test_uniforms_on_the_device_are_the_host_uniforms():
+    import random
+
+    import torch
+
+    from sglang_tokenweave.determinism.seeds import seed_key, uniforms_on_device
+
+    rng = random.Random(5)
+    seeds = [rng.getrandbits(64) for _ in range(500)] + [0, (1 << 64) - 1, 1 << 63]
+    positions = [rng.randrange(0, 1 << 45) for _ in seeds]
+    keys = torch.tensor([seed_key(s) for s in seeds], dtype=torch.int64)
+    got = uniforms_on_device(keys, torch.tensor(positions, dtype=torch.int64))
+    assert torch.equal(got, torch.from_numpy(position_uniforms(seeds, positions)))

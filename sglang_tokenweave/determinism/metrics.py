@@ -19,7 +19,9 @@ class DeterminismMetrics:
     rollback_events: int = 0  # verifications that dropped at least one proposal
     restarts: int = 0  # retractions of deterministic requests
     isolated_prefills: int = 0  # prefill batches (chunks) that ran one deterministic request alone
-    fast_path_steps: int = 0  # decode steps with at least one deterministic row
+    # decode steps with at least one deterministic row (planned from the row table: every decode
+    # step while a deterministic request holds a row of it)
+    fast_path_steps: int = 0
     sampler_seconds: float = 0.0  # host time of seeded sampling in those batches (SGLang's own not counted)
 
     def on_request(self) -> None:

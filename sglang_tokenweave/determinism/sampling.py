@@ -94,11 +94,14 @@ class SamplingPlan:
     """
 
     def __init__(self, fields: torch.Tensor, num_rows: int, vocab_size: int, num_top_k: int, num_top_p: int,
-                 indexed: bool, all_greedy: bool, max_top_k: int, any_min_p: bool):
+                 indexed: bool, all_greedy: bool, max_top_k: int, any_min_p: bool, skips_rows: bool = False):
         self.fields = fields
         self.num_rows = num_rows
         self.vocab_size = vocab_size
         self.indexed = indexed  # whether batch_rows is given
+        # A plan of every row of a batch, in order, of which only some are ours: batch_rows holds
+        # i at row i where it is ours and -1 where not (``row_table``); only ours are written.
+        self.skips_rows = skips_rows
         self.all_greedy = all_greedy
         self.max_top_k = max_top_k  # 0 when no row uses top_k
         self.any_min_p = any_min_p
@@ -132,7 +135,7 @@ class SamplingPlan:
         return self._row_field(FILTERED, torch.int64)
 
     @functools.cached_property
-    def batch_rows(self) -> torch.Tensor:  # int64 [N] or [0]: where each row sits in its batch
+    def batch_rows(self) -> torch.Tensor:  # int64 [N] or [0]: where each row sits in its batch (or -1)
         return self._part(BATCH_ROWS * self.num_rows, self.num_rows if self.indexed else 0, torch.int64)
 
     def _after_batch_rows(self, skip: int, length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -160,6 +163,11 @@ class SamplingPlan:
         return bool(self._num_top_k or self._num_top_p)
 
 
+def check_row(r: RowParams) -> None:
+    if not r.temperature >= 0.0 or not 0.0 < r.top_p or not 0.0 <= r.min_p <= 1.0:
+        raise ValueError(f"invalid sampling parameters: {r}")
+
+
 def plan_sampling(
     rows: Sequence[RowParams],
     vocab_size: int,
@@ -176,8 +184,7 @@ def plan_sampling(
         raise ValueError(f"{len(batch_rows)} batch rows for {len(rows)} rows")
     greedy, temperature, min_p, filtered, k_rows, p_rows = [], [], [], [], [], []
     for i, r in enumerate(rows):
-        if not r.temperature >= 0.0 or not 0.0 < r.top_p or not 0.0 <= r.min_p <= 1.0:
-            raise ValueError(f"invalid sampling parameters: {r}")
+        check_row(r)
         g = r.greedy
         top_k = not g and 0 < r.top_k < vocab_size
         top_p = not g and r.top_p < 1.0
@@ -246,12 +253,14 @@ def sample_at_batch_rows(logits: torch.Tensor, plan: SamplingPlan, kernel: str =
 
 def write_at_batch_rows(target: torch.Tensor, values: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> None:
     """``target[plan.batch_rows] = values`` (cast to ``target``'s dtype): a step's sampled rows
-    put into the batch's token ids."""
+    put into the batch's token ids (none where a plan that ``skips_rows`` holds -1)."""
     _check_kernel(kernel)
     if kernel == "triton" and target.dim() == 1 and target.is_contiguous():
         from .sampling_kernel import write_at_batch_rows as write_kernel
 
         write_kernel(target, values, plan)
+    elif plan.skips_rows:  # row i is batch row i: no indexed write (no -1 index either)
+        target.copy_(torch.where(plan.batch_rows >= 0, values.to(target.dtype), target))
     else:
         target[plan.batch_rows] = values.to(target.dtype)
 

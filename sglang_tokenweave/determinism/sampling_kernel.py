@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import sampling
+from . import row_table, sampling
 from .sampling import SamplingPlan
 
 _BLOCK = 1024
@@ -38,6 +38,14 @@ _TEMPERATURE = tl.constexpr(sampling.TEMPERATURE)
 _MIN_P = tl.constexpr(sampling.MIN_P)
 _GREEDY = tl.constexpr(sampling.GREEDY)
 _BATCH_ROWS = tl.constexpr(sampling.BATCH_ROWS)
+_FILTERED = tl.constexpr(sampling.FILTERED)
+# Columns of row_table.RowTable.values.
+_COLUMNS = tl.constexpr(row_table.COLUMNS)
+_ACTIVE = tl.constexpr(row_table.ACTIVE)
+_IS_GREEDY = tl.constexpr(row_table.IS_GREEDY)
+_SEED_KEY = tl.constexpr(row_table.SEED_KEY)
+_TEMPERATURE_BITS = tl.constexpr(row_table.TEMPERATURE_BITS)
+_MIN_P_BITS = tl.constexpr(row_table.MIN_P_BITS)
 # The kernels take the number of rows (``rows``) unspecialised: Triton would compile another
 # kernel for one row, mid-serving, the first time a step has a single deterministic row.
 
@@ -189,12 +197,66 @@ def _chunk_search_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows,
 
 @triton.jit(do_not_specialize=["rows"])
 def _write_at_batch_rows_kernel(values_ptr, fields_ptr, rows, out_ptr, BLOCK: tl.constexpr):
-    """out[batch_rows[i]] = values[i], cast to out's dtype."""
+    """out[batch_rows[i]] = values[i], cast to out's dtype, where batch_rows[i] >= 0."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = i < rows
-    at = tl.load(fields_ptr + _BATCH_ROWS * rows + i, mask=inside, other=0).to(tl.int64)
+    at = tl.load(fields_ptr + _BATCH_ROWS * rows + i, mask=inside, other=-1).to(tl.int64)
     values = tl.load(values_ptr + i, mask=inside)
-    tl.store(out_ptr + at, values.to(out_ptr.dtype.element_ty), mask=inside)
+    tl.store(out_ptr + at, values.to(out_ptr.dtype.element_ty), mask=at >= 0)
+
+
+@triton.jit
+def _mix64(x):
+    """seeds.mix64 on uint64 (wrapping products, logical shifts)."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+    return x ^ (x >> 31)
+
+
+@triton.jit
+def _table_column(entry, column, inside):
+    return tl.load(entry + column, mask=inside, other=0)
+
+
+@triton.jit
+def _float32_column(entry, column, inside):
+    return _table_column(entry, column, inside).to(tl.int32).to(tl.float32, bitcast=True).to(tl.float64)
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _plan_from_table_kernel(table_ptr, request_rows_ptr, positions_ptr, fields_ptr, rows, BLOCK: tl.constexpr):
+    """A plan's fields for batch rows i: see row_table.RowTable.plan (its PyTorch path is the reference)."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = i < rows
+    entry = table_ptr + tl.load(request_rows_ptr + i, mask=inside, other=0).to(tl.int64) * _COLUMNS
+    active = _table_column(entry, _ACTIVE, inside) != 0
+    greedy = (_table_column(entry, _IS_GREEDY, inside) != 0) | (active == 0)
+    # The key of (seed, position + 1), as seeds.position_keys: golden-ratio step, then mix64.
+    position = tl.load(positions_ptr + i, mask=inside, other=0).to(tl.int64) + 1
+    key = _table_column(entry, _SEED_KEY, inside).to(tl.uint64, bitcast=True)
+    key = _mix64(key + position.to(tl.uint64, bitcast=True) * 0x9E3779B97F4A7C15)
+    uniform = (key >> 11).to(tl.float64) * (1.0 / 9007199254740992.0)  # 53 bits / 2**53
+    temperature = tl.where(active, _float32_column(entry, _TEMPERATURE_BITS, inside), 1.0)
+    min_p = tl.where(active, _float32_column(entry, _MIN_P_BITS, inside), 0.0)
+    batch_row = tl.where(active, i.to(tl.float64), -1.0)
+    tl.store(fields_ptr + _UNIFORM * rows + i, uniform, mask=inside)
+    tl.store(fields_ptr + _TEMPERATURE * rows + i, temperature, mask=inside)
+    tl.store(fields_ptr + _MIN_P * rows + i, min_p, mask=inside)
+    tl.store(fields_ptr + _GREEDY * rows + i, greedy.to(tl.float64), mask=inside)
+    tl.store(fields_ptr + _FILTERED * rows + i, tl.zeros_like(uniform), mask=inside)
+    tl.store(fields_ptr + _BATCH_ROWS * rows + i, batch_row, mask=inside)
+
+
+def plan_fields_from_table(table: torch.Tensor, request_rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``SamplingPlan.fields`` of a decode step whose batch rows hold ``request_rows`` of the row
+    table and input tokens at ``positions`` (row_table.RowTable.plan), in one launch."""
+    rows = request_rows.shape[0]
+    fields = torch.empty((_BATCH_ROWS + 1) * rows, dtype=torch.float64, device=table.device)
+    if rows:
+        block = 128
+        _plan_from_table_kernel[(triton.cdiv(rows, block),)](table, request_rows, positions, fields, rows,
+                                                              BLOCK=block)
+    return fields
 
 
 def write_at_batch_rows(target: torch.Tensor, values: torch.Tensor, plan: SamplingPlan) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 MASK64 = (1 << 64) - 1
 SEED_MIN = -(1 << 63)
@@ -95,3 +96,35 @@ def position_uniforms(seeds: Sequence[int], positions: Sequence[int]) -> np.ndar
     """Uniform draws in [0, 1) (float64, 53 random bits) keyed by (seed, position)."""
     keys = position_keys(seeds, positions)
     return (keys >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+# Seed keys and uniforms on the device, for plans built there (``row_table``). torch has no
+# unsigned 64-bit arithmetic: the same bits travel as int64, whose +, * and ^ wrap modulo 2**64
+# exactly as uint64's do; only the right shift differs (arithmetic), so it is masked.
+
+
+def seed_key(seed: int) -> int:
+    """mix64(seed) as a signed 64-bit integer: the part of a (seed, position) key that does not
+    depend on the position, in the form an int64 tensor holds it."""
+    return _signed64(mix64(seed))
+
+
+def _signed64(x: int) -> int:
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64_tensor(x: torch.Tensor) -> torch.Tensor:
+    x = (x ^ _shift_right(x, 30)) * _signed64(_MUL1)
+    x = (x ^ _shift_right(x, 27)) * _signed64(_MUL2)
+    return x ^ _shift_right(x, 31)
+
+
+def uniforms_on_device(seed_keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``position_uniforms`` (float64) from int64 ``seed_keys`` (``seed_key`` of each seed) and
+    int64 positions, computed where the tensors are."""
+    keys = _mix64_tensor(seed_keys + positions * _signed64(_GOLDEN))
+    return _shift_right(keys, 11).to(torch.float64) * (1.0 / (1 << 53))

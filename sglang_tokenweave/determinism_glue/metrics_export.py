@@ -24,7 +24,7 @@ COUNTERS = {
     "rollback_events": ("rollback_events", "Verifications that dropped at least one token."),
     "restarts": ("restarts", "Retractions that restarted a deterministic request."),
     "isolated_prefills": ("isolated_prefills", "Prefill batches (chunks) run for one deterministic request alone."),
-    "fast_path_steps": ("fast_path_steps", "Decode steps with at least one deterministic row."),
+    "fast_path_steps": ("fast_path_steps", "Decode steps that sampled deterministic rows."),
     "sampler_seconds": ("sampler_seconds", "Host time of seeded sampling of deterministic rows."),
 }
 

@@ -10,6 +10,7 @@ from typing import Optional
 from sglang_tokenweave.config import config_from_env
 from sglang_tokenweave.determinism.config import DeterminismConfig
 from sglang_tokenweave.determinism.metrics import DeterminismMetrics
+from sglang_tokenweave.determinism.row_table import RowTable
 from sglang_tokenweave.determinism.sampling import RowParams
 from sglang_tokenweave.determinism.seeds import choice_seed
 from sglang_tokenweave.determinism.state import DeterministicRequest
@@ -33,6 +34,12 @@ class Runtime:
     # TP ranks may collect a finished request at different times; that is safe because the
     # hooks' full path does what the skip does for batches without deterministic requests.
     live: weakref.WeakSet = dataclasses.field(default_factory=weakref.WeakSet)
+    # Decoding deterministic requests' sampling parameters by request row (sampling_hooks.py),
+    # made at the first deterministic prefill.
+    row_table: Optional[RowTable] = None
+    # Live deterministic requests whose parameters the table cannot hold (top-k / top-p):
+    # while one lives, decode steps plan their deterministic rows on the host.
+    untabled: weakref.WeakSet = dataclasses.field(default_factory=weakref.WeakSet)
 
 
 _runtime: Optional[Runtime] = None

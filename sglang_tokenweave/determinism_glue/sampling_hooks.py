@@ -5,39 +5,70 @@ samples it in the same iteration: the rows of the batch are noted just before ``
 used by the sampler inside it (or in SGLang's delayed sampling later in that iteration).
 A deterministic row is sampled by ``determinism.sampling`` keyed by (seed, position), the same
 function the verifier uses, so identical logits give identical tokens at any temperature.
+
+Two ways to plan a batch's deterministic rows, which give the same tokens:
+- decode steps, while every live deterministic request's parameters are in the row table
+  (``determinism.row_table``; written at each request's prefill): the plan is made on the device
+  from the batch's request rows and positions, with no host work per row;
+- otherwise (prefills; requests with top-k / top-p; the test-only perturbation) the rows are
+  found and planned on the host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
+from sglang_tokenweave.determinism.row_table import RowTable, supports
 from sglang_tokenweave.determinism.sampling import plan_sampling, sample, sample_at_batch_rows, write_at_batch_rows
 
 from .markers import is_deterministic_req
 from .runtime import det_for, row_params, runtime
 
-# (row indices, RowParams, is a decode batch, host seconds spent noting them) of the batch about
-# to run, or None when it has no deterministic row.
-_pending_rows: Optional[tuple[list[int], list, bool, float]] = None
+
+@dataclasses.dataclass
+class _HostRows:
+    """The batch's deterministic rows, to be planned on the host."""
+
+    indices: list[int]  # their rows in the batch
+    rows: list  # their RowParams
+    is_decode: bool
+    noted: float  # host seconds spent noting them
+
+
+@dataclasses.dataclass
+class _TableRows:
+    """A decode step planned on the device from the row table (every row of the batch)."""
+
+    request_rows: torch.Tensor  # the batch's rows of the request-to-token pool, on the device
+    noted: float
+
+
+# What the batch about to run needs from the sampler, or None when it has no deterministic row.
+_pending: Optional[Union[_HostRows, _TableRows]] = None
 # True while the verifier's pass runs: logits are needed at every position.
 _verifying = False
 
 
 def note_batch_rows(scheduler, batch, *args, **kwargs):
     """Before-hook on ``Scheduler.run_batch``."""
-    global _pending_rows
-    _pending_rows = None
-    if batch is None or not batch.reqs or not runtime().live:
+    global _pending
+    _pending = None
+    rt = runtime()
+    if batch is None or not batch.reqs or not rt.live:
         return None
     started = time.perf_counter()
-    indices, rows = [], []
     is_decode = batch.forward_mode.is_decode()
+    if is_decode and _table_plans_decode(rt):
+        _pending = _TableRows(batch.req_pool_indices, time.perf_counter() - started)
+        return None
+    indices, rows = [], []
     seq_lens = None
     for i, req in enumerate(batch.reqs):
         if is_deterministic_req(req):
@@ -52,36 +83,75 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
             else:  # the prefill's token: output token 0
                 position = det.state.sample_position(len(req.output_ids))
             rows.append(row_params(req, det, position))
+    if indices and not is_decode:
+        _enter_row_table(scheduler, [batch.reqs[i] for i in indices], rows)
     if indices:
-        _pending_rows = (indices, rows, is_decode, time.perf_counter() - started)
+        _pending = _HostRows(indices, rows, is_decode, time.perf_counter() - started)
+    return None
+
+
+def _table_plans_decode(rt) -> bool:
+    table = rt.row_table
+    return table is not None and bool(table.marked) and not rt.untabled and rt.config.perturb_logits == 0
+
+
+def _enter_row_table(scheduler, reqs, rows) -> None:
+    """Write prefilled deterministic requests' parameters at their request rows (or note that
+    the table cannot hold them)."""
+    rt = runtime()
+    if rt.row_table is None:
+        pool = scheduler.req_to_token_pool
+        rt.row_table = RowTable(pool.req_to_token.shape[0], pool.device)
+    tabled = [(req.req_pool_idx, row) for req, row in zip(reqs, rows) if supports(row)]
+    for req, row in zip(reqs, rows):
+        if not supports(row):
+            rt.untabled.add(req)
+            rt.row_table.unmark([req.req_pool_idx])  # a former holder's entry
+    rt.row_table.mark([r for r, _ in tabled], [row for _, row in tabled])
+
+
+def leave_row_table(result, pool, reqs, *args, **kwargs):
+    """After-hook on ``ReqToTokenPool.alloc``: a request row given to a request that is not
+    deterministic leaves the row table (a deterministic one's is rewritten at its prefill)."""
+    table = runtime().row_table
+    if table is not None and table.marked and result is not None:
+        table.unmark([req.req_pool_idx for req in reqs if not is_deterministic_req(req)])
     return None
 
 
 def sample_deterministic_rows(original, sampler, logits_output, sampling_info, return_logprob,
                               top_logprobs_nums, *args, **kwargs):
     """Around-hook on ``Sampler.forward``: overwrite deterministic rows with seeded samples."""
-    global _pending_rows
-    pending, _pending_rows = _pending_rows, None
+    global _pending
+    pending, _pending = _pending, None
     logits = logits_output.next_token_logits
     if pending is None or logits is None or logits.shape[0] != len(sampling_info.temperatures):
         return original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
-    indices, rows, is_decode, noted = pending
     started = time.perf_counter()
     rt = runtime()
-    kernel, scale = rt.config.sampling_kernel, rt.config.perturb_logits
-    plan = plan_sampling(rows, logits.shape[1], device=logits.device, batch_rows=indices)
-    # Our rows are sampled before SGLang's sampler runs: it changes the logits in place.
-    logprobs = return_logprob and not is_decode
-    det_logits = logits.index_select(0, plan.batch_rows) if logprobs or (scale > 0 and is_decode) else None
-    if scale > 0 and is_decode:
-        # Test-only, and only on proposals: the isolated prefill's token is committed as is.
-        # The generator's seed is the same on every TP rank (same step count).
-        generator = torch.Generator(device=det_logits.device)
-        generator.manual_seed(next(rt.perturb_steps) + 12345)
-        det_ids = sample(perturb_fast_path_logits(det_logits, scale, generator), plan, kernel=kernel)
+    kernel = rt.config.sampling_kernel
+    if isinstance(pending, _TableRows):
+        # SGLang passes each row's input position (for its own seeded sampling).
+        positions = kwargs["positions"] if "positions" in kwargs else args[1]
+        plan = rt.row_table.plan(pending.request_rows, positions, logits.shape[1], kernel=kernel)
+        det_ids = sample(logits, plan, kernel=kernel)
+        is_decode, logprobs, det_logits, indices = True, False, None, None
     else:
-        det_ids = sample_at_batch_rows(logits, plan, kernel=kernel)
-    ours = noted + time.perf_counter() - started
+        indices, rows, is_decode = pending.indices, pending.rows, pending.is_decode
+        plan = plan_sampling(rows, logits.shape[1], device=logits.device, batch_rows=indices)
+        # Our rows are sampled before SGLang's sampler runs: it changes the logits in place.
+        logprobs = return_logprob and not is_decode
+        scale = rt.config.perturb_logits
+        det_logits = logits.index_select(0, plan.batch_rows) if logprobs or (scale > 0 and is_decode) else None
+        if scale > 0 and is_decode:
+            # Test-only, and only on proposals: the isolated prefill's token is committed as is.
+            # The generator's seed is the same on every TP rank (same step count).
+            generator = torch.Generator(device=det_logits.device)
+            generator.manual_seed(next(rt.perturb_steps) + 12345)
+            det_ids = sample(perturb_fast_path_logits(det_logits, scale, generator), plan, kernel=kernel)
+        else:
+            det_ids = sample_at_batch_rows(logits, plan, kernel=kernel)
+    ours = pending.noted + time.perf_counter() - started
     ids = original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     started = time.perf_counter()
     write_at_batch_rows(ids, det_ids, plan, kernel=kernel)
