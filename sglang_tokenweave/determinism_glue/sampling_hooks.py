@@ -10,8 +10,8 @@ Two ways to plan a batch's deterministic rows, which give the same tokens:
 - decode steps, while every live deterministic request's parameters are in the row table
   (``determinism.row_table``; written at each request's prefill): the plan is made on the device
   from the batch's request rows and positions, with no host work per row;
-- otherwise (prefills; requests with top-k / top-p; the test-only perturbation) the rows are
-  found and planned on the host.
+- otherwise (prefills; while a request with top-k / top-p lives) the rows are found and
+  planned on the host.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def note_batch_rows(scheduler, batch, *args, **kwargs):
 
 def _table_plans_decode(rt) -> bool:
     table = rt.row_table
-    return table is not None and bool(table.marked) and not rt.untabled and rt.config.perturb_logits == 0
+    return table is not None and bool(table.marked) and not rt.untabled
 
 
 def _enter_row_table(scheduler, reqs, rows) -> None:
@@ -129,26 +129,22 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
         return original(sampler, logits_output, sampling_info, return_logprob, top_logprobs_nums, *args, **kwargs)
     started = time.perf_counter()
     rt = runtime()
-    kernel = rt.config.sampling_kernel
+    kernel, perturbed = rt.config.sampling_kernel, rt.config.perturb_logits > 0
+    # Our rows are sampled before SGLang's sampler runs: it changes the logits in place.
     if isinstance(pending, _TableRows):
         # SGLang passes each row's input position (for its own seeded sampling).
         positions = kwargs["positions"] if "positions" in kwargs else args[1]
         plan = rt.row_table.plan(pending.request_rows, positions, logits.shape[1], kernel=kernel)
-        det_ids = sample(logits, plan, kernel=kernel)
+        det_ids = sample(_with_test_noise(rt, logits) if perturbed else logits, plan, kernel=kernel)
         is_decode, logprobs, det_logits, indices = True, False, None, None
     else:
         indices, rows, is_decode = pending.indices, pending.rows, pending.is_decode
         plan = plan_sampling(rows, logits.shape[1], device=logits.device, batch_rows=indices)
-        # Our rows are sampled before SGLang's sampler runs: it changes the logits in place.
         logprobs = return_logprob and not is_decode
-        scale = rt.config.perturb_logits
-        det_logits = logits.index_select(0, plan.batch_rows) if logprobs or (scale > 0 and is_decode) else None
-        if scale > 0 and is_decode:
-            # Test-only, and only on proposals: the isolated prefill's token is committed as is.
-            # The generator's seed is the same on every TP rank (same step count).
-            generator = torch.Generator(device=det_logits.device)
-            generator.manual_seed(next(rt.perturb_steps) + 12345)
-            det_ids = sample(perturb_fast_path_logits(det_logits, scale, generator), plan, kernel=kernel)
+        perturbed = perturbed and is_decode  # only proposals: the isolated prefill's token is committed as is
+        det_logits = logits.index_select(0, plan.batch_rows) if logprobs or perturbed else None
+        if perturbed:
+            det_ids = sample(_with_test_noise(rt, det_logits), plan, kernel=kernel)
         else:
             det_ids = sample_at_batch_rows(logits, plan, kernel=kernel)
     ours = pending.noted + time.perf_counter() - started
@@ -163,6 +159,14 @@ def sample_deterministic_rows(original, sampler, logits_output, sampling_info, r
     # waits for the GPU; a prefill's logprobs may).
     rt.metrics.on_sampled(is_decode, ours + time.perf_counter() - started)
     return ids
+
+
+def _with_test_noise(rt, logits):
+    """Test-only (``--deterministic-test-perturb-logits``): the proposals' logits with noise.
+    The generator's seed is the same on every TP rank (same step count)."""
+    generator = torch.Generator(device=logits.device)
+    generator.manual_seed(next(rt.perturb_steps) + 12345)
+    return perturb_fast_path_logits(logits, rt.config.perturb_logits, generator)
 
 
 def _replace_logprobs(logits_output, indices, det_logits, plan, det_ids, top_logprobs_nums) -> None:
