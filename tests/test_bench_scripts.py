@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bench_determinism  # noqa: E402
 import bench_seeded_sampler  # noqa: E402
+import sampler_flip_rates  # noqa: E402
 import scheduler_profile  # noqa: E402
 from bench_command import recorded_command  # noqa: E402
 
@@ -184,4 +185,19 @@ def test_seeded_sampler_bench_writes_a_timing_per_kernel_rows_and_vocabulary(tmp
     assert [(r["kernel"], r["rows"], r["vocab"]) for r in result["results"]] == [("torch", 1, 512), ("torch", 3, 512)]
     assert all(r[k] > 0 for r in result["results"] for k in ("plan_host_us", "sample_host_us", "sample_device_us",
                                                                 "step_host_us"))
+    assert str(tmp_path) not in result["command"]
+
+
+def test_flip_rates_count_no_flips_without_error_and_fewer_for_gumbel_max_on_flat_rows(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        sampler_flip_rates.main(["--rows", "3000", "--scales", "1", "--errors", "0,0.01", "--out-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "sampler_flip_rates.json").read_text())
+    exact, noisy = result["results"]
+    assert (exact["relative_error"], noisy["relative_error"]) == (0.0, 0.01)
+    assert exact["greedy"] == exact["inverse_cdf"] == exact["gumbel_max"] == 0.0
+    assert noisy["effective_tokens"] > 50  # near-flat rows
+    assert 0 < noisy["gumbel_max"] < noisy["inverse_cdf"] / 5
     assert str(tmp_path) not in result["command"]

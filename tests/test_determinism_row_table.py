@@ -6,7 +6,7 @@ import torch
 
 from row_table_cases import POISON, table_step, written_ids
 from sglang_tokenweave.determinism.row_table import TOP_K_ALL, RowTable, supports
-from sglang_tokenweave.determinism.sampling import BATCH_ROWS, GREEDY, MIN_P, TEMPERATURE, UNIFORM, RowParams
+from sglang_tokenweave.determinism.sampling import BATCH_ROWS, DRAW_KEY, GREEDY, MIN_P, TEMPERATURE, RowParams
 
 VOCAB = 300
 
@@ -17,7 +17,7 @@ def test_a_table_plan_holds_what_the_host_plan_holds_for_our_rows(seed):
     fields = step.table_plan(VOCAB, "cpu", "torch").fields.view(BATCH_ROWS + 1, -1)
     host = step.host_plan(VOCAB, "cpu").fields
     n = len(step.ours)
-    for field in (UNIFORM, TEMPERATURE, MIN_P, GREEDY):
+    for field in (DRAW_KEY, TEMPERATURE, MIN_P, GREEDY):
         assert torch.equal(fields[field, step.ours], host[field * n : (field + 1) * n]), field
     assert fields[BATCH_ROWS].tolist() == [i if i in step.ours else -1 for i in range(len(step.request_rows))]
 
@@ -57,3 +57,5 @@ def test_invalid_parameters_and_mismatched_inputs_are_refused():
         table.mark([1, 2], [RowParams(seed=0, position=0)])
     with pytest.raises(ValueError, match=r"\(3,\) positions for 2 request rows"):
         table.plan(torch.tensor([1, 2]), torch.tensor([5, 6, 7]), VOCAB)
+    with pytest.raises(ValueError, match="sampling kernel must be one of"):
+        table.plan(torch.tensor([1, 2]), torch.tensor([5, 6]), VOCAB, kernel="cuda")

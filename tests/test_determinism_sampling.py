@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.perturbation import perturb_fast_path_logits
 from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample, sample_at_batch_rows
+from sglang_tokenweave.determinism.seeds import draw_keys, token_uniform
 
 V = 512
 
@@ -123,10 +124,26 @@ def test_filters_restrict_the_support(params):
     assert torch.equal(seen, allowed)  # and every allowed token is reachable
 
 
+def test_sampled_rows_are_the_gumbel_argmax_of_the_scalar_definition():
+    # The reference: each token's score s - log(-log(u)) from Python floats and token_uniform,
+    # s in float32 as the sampler computes it; min_p drops tokens below min_p * the max weight.
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(12, 40, generator=g) * 2
+    rows = [RowParams(seed=3 + i, position=50 + i, temperature=[0.5, 1.0, 1.9][i % 3], min_p=[0.0, 0.1][i % 2])
+            for i in range(12)]
+    tokens, _, plan = run(logits, rows)
+    for i, r in enumerate(rows):
+        s = logits[i] / torch.tensor(r.temperature, dtype=torch.float32)
+        s = (s - s.max()).tolist()
+        key = int(plan.draw_key[i])
+        scores = [x - math.log(-math.log(token_uniform(key, t))) if math.exp(x) >= r.min_p else -math.inf
+                  for t, x in enumerate(s)]
+        assert tokens[i] == max(range(40), key=lambda t: (scores[t], -t)), i
+
+
 @pytest.mark.parametrize("vocab", [6, 1000, 1031, 2048])
-def test_blocked_search_is_independent_of_vocabulary_padding(vocab):
-    # Padding tokens (-inf) have zero weight, so the token cannot change, yet the search's
-    # block size (largest power of two dividing the vocabulary, up to 1024) does.
+def test_padding_tokens_never_change_the_token(vocab):
+    # Padding tokens (-inf) score -inf, and every other token keeps its own noise.
     g = torch.Generator().manual_seed(vocab)
     logits = torch.randn(50, vocab, generator=g) * 3
     rows = [random_params(vocab + i, i, g) for i in range(50)]
@@ -181,13 +198,14 @@ def test_plan_carries_every_row_parameter_in_its_dtype():
     assert torch.equal(plan.temperature, torch.tensor([1.0, 0.7, 1.3, 0.9], dtype=torch.float32))
     assert plan.fields.dtype == torch.float64 and plan.fields.dim() == 1  # one copy to the device
     assert plan.min_p.dtype == torch.float32 and plan.min_p.tolist() == [0.0, 0.25, 0.0, 0.0]
-    assert plan.uniform.dtype == torch.float64 and ((plan.uniform >= 0) & (plan.uniform < 1)).all()
+    keys = plan.draw_key
+    assert keys.dtype == torch.float64 and torch.equal(keys, torch.from_numpy(draw_keys([5, 6, 7, 8], [9, 10, 11, 12])))
     assert (plan.top_k_rows.tolist(), plan.top_k.tolist(), plan.max_top_k) == ([1], [3], 3)
     assert (plan.top_p_rows.tolist(), plan.top_p.tolist()) == ([2], [0.4])
     assert plan.filtered.dtype == torch.int64 and plan.filtered.tolist() == [0, 1, 1, 0]
     assert (plan.all_greedy, plan.any_min_p) == (False, True)
-    again = plan_sampling(rows[1:2], V)  # a row's uniform is its own (seed, position) draw
-    assert again.uniform.item() == plan.uniform[1].item()
+    again = plan_sampling(rows[1:2], V)  # a row's key is its own (seed, position) draw
+    assert again.draw_key.item() == plan.draw_key[1].item()
     assert plan.batch_rows.tolist() == []
     placed = plan_sampling(rows, V, batch_rows=[3, 8, 5, 0])
     assert placed.batch_rows.dtype == torch.int64 and placed.batch_rows.tolist() == [3, 8, 5, 0]

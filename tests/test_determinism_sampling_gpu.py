@@ -69,8 +69,8 @@ def test_sampled_frequencies_on_device_match_the_distribution(pool):
 
 
 def test_triton_kernel_samples_what_the_pytorch_path_samples(pool):
-    # Rows without top-k / top-p take the kernel; its exponential may differ from PyTorch's in
-    # the last bit, which changes a token only where u falls on a weight boundary.
+    # Rows without top-k / top-p take the kernel; its exp and log may differ from PyTorch's in
+    # the last bit, which changes a token only where two scores tie to that bit.
     rows = [dataclasses.replace(mixed_params(i), top_p=1.0, top_k=-1) for i in range(ROWS)]
     plan = plan_sampling(rows, VOCAB, "cuda")
     assert torch.equal(sample(pool, plan, kernel="triton"), sample(pool, plan, kernel="torch"))

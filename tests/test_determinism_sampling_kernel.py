@@ -63,21 +63,15 @@ def checks() -> dict:
                                                                   at_batch_rows=True).tolist()},
                                    "one program": sample_unfiltered(logits, unfiltered, split=False).tolist(),
                                    "split": sample_unfiltered(logits, unfiltered, split=True).tolist()}
-    # Two equally likely tokens (weights 2**32 each) and u = 0.5: the target, 2**32, equals the
-    # first running sum, and the first index whose running sum exceeds it is 1.
-    logits = torch.full((1, 700), -1e4)
-    logits[0, 3] = logits[0, 650] = 0.0
-    plan = plan_sampling([RowParams(seed=0, position=0)], 700)
-    plan.uniform.fill_(0.5)  # a view of the plan's fields, which the kernels read
-    out["boundary"] = {"torch": sample(logits, plan).tolist(), "triton": sample(logits, plan, kernel="triton").tolist()}
-    # The same with the two tokens in different chunks of the split strategy: the target is the
-    # whole first chunk's weight, so the search must move to the next chunk.
-    logits = torch.full((1, 5000), -1e4)
-    logits[0, 3] = logits[0, 4500] = 0.0
-    plan = plan_sampling([RowParams(seed=0, position=0)], 5000)
-    plan.uniform.fill_(0.5)  # a view of the plan's fields, which the kernels read
-    out["boundary across chunks"] = {"torch": sample(logits, plan).tolist(),
-                                     "split": sample_unfiltered(logits, plan, split=True).tolist()}
+    # Two equally likely tokens far apart (other blocks of the one-program kernel, other chunks of
+    # the split strategy), drawn at 64 positions: the noise decides, the same way on every path.
+    for vocab in (700, LARGE_VOCAB):
+        logits = torch.full((64, vocab), -1e4)
+        logits[:, 3] = logits[:, vocab - 50] = 0.0
+        plan = plan_sampling([RowParams(seed=0, position=p) for p in range(64)], vocab)
+        out[f"two tokens {vocab}"] = {"torch": sample(logits, plan).tolist(),
+                                      "one program": sample_unfiltered(logits, plan, split=False).tolist(),
+                                      "split": sample_unfiltered(logits, plan, split=True).tolist()}
     out["write at batch rows"] = write_checks(g)
     out["table plans"] = table_checks(g)
     return out
@@ -160,9 +154,12 @@ def test_rows_read_in_place_from_a_batch_get_the_tokens_of_the_gathered_rows(res
     assert unfiltered["one program"] == unfiltered["split"] == got["one program"]
 
 
-def test_the_target_on_a_running_sum_boundary_picks_the_next_token(results):
-    assert results["boundary"] == {"torch": [650], "triton": [650]}
-    assert results["boundary across chunks"] == {"torch": [4500], "split": [4500]}
+@pytest.mark.parametrize("vocab", [700, LARGE_VOCAB])
+def test_two_equally_likely_tokens_far_apart_are_drawn_alike_on_every_path(results, vocab):
+    got = results[f"two tokens {vocab}"]
+    assert got["one program"] == got["split"] == got["torch"]
+    assert set(got["torch"]) == {3, vocab - 50}
+    assert 16 <= got["torch"].count(3) <= 48
 
 
 def test_sampled_ids_are_written_at_their_batch_rows_and_nowhere_else(results):

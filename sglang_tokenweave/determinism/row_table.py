@@ -9,8 +9,8 @@ made on the device from the batch's request rows and positions (``plan``): no wo
 the host, no copy. Every row of the batch is in that plan; rows of other requests are inactive
 (``SamplingPlan.skips_rows``): sampled as greedy rows, never written back.
 
-The plan holds exactly what ``plan_sampling`` would put there for the same rows (the same keyed
-uniforms, the same float32 parameters), so a row gets the same token from either plan.
+The plan holds exactly what ``plan_sampling`` would put there for the same rows (the same draw
+keys, the same float32 parameters), so a row gets the same token from either plan.
 Rows with top-k or top-p cannot live here (those filters take the PyTorch path, which needs the
 host's row lists): ``supports``.
 """
@@ -22,9 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .config import SAMPLING_KERNELS
 from .pinned_staging import array_to_device
-from .sampling import BATCH_ROWS, FILTERED, GREEDY, MIN_P, TEMPERATURE, UNIFORM, RowParams, SamplingPlan, check_row
-from .seeds import seed_key, uniforms_on_device
+from .sampling import BATCH_ROWS, DRAW_KEY, FILTERED, GREEDY, MIN_P, TEMPERATURE, RowParams, SamplingPlan, check_row
+from .seeds import draw_keys_on_device, seed_key
 
 # Columns of the table (int64): whether the row is a deterministic request's, whether it is
 # greedy, its seed_key, and the float32 bits of its temperature (1.0 when greedy) and min_p.
@@ -91,8 +92,10 @@ class RowTable:
             from .sampling_kernel import plan_fields_from_table
 
             fields = plan_fields_from_table(self.values, request_rows, input_positions)
-        else:
+        elif kernel == "torch":
             fields = self._fields_torch(request_rows, input_positions)
+        else:
+            raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
         return SamplingPlan(fields, num_rows=rows, vocab_size=vocab_size, num_top_k=0, num_top_p=0, indexed=True,
                             all_greedy=False, max_top_k=0, any_min_p=True, skips_rows=True)
 
@@ -102,7 +105,7 @@ class RowTable:
         greedy = (entries[:, IS_GREEDY] != 0) | ~active
         bits = entries[:, TEMPERATURE_BITS : MIN_P_BITS + 1].to(torch.int32).view(torch.float32).to(torch.float64)
         fields = torch.empty(BATCH_ROWS + 1, request_rows.shape[0], dtype=torch.float64, device=self.device)
-        fields[UNIFORM] = uniforms_on_device(entries[:, SEED_KEY], input_positions.to(torch.int64) + 1)
+        fields[DRAW_KEY] = draw_keys_on_device(entries[:, SEED_KEY], input_positions.to(torch.int64) + 1)
         fields[TEMPERATURE] = torch.where(active, bits[:, 0], 1.0)
         fields[MIN_P] = torch.where(active, bits[:, 1], 0.0)
         fields[GREEDY] = greedy.to(torch.float64)

@@ -5,21 +5,29 @@ its sampling parameters and its (seed, position) key only: not of the other rows
 number, their order or their parameters. The fast path and the verifier therefore pick the
 same token whenever they see the same logits, and the verifier's picks are reproducible.
 
-How (inverse-CDF sampling on integer weights):
+How (the Gumbel-max trick, noise keyed by (seed, position, token)):
 1. Greedy rows (temperature ~0 or top_k == 1): argmax, the lowest index on ties.
-2. Otherwise r = exp((logit - row max) / temperature) in float32; the max token gets exactly 1.
+2. Otherwise s = logit / temperature - row max, in float32; r = exp(s).
 3. top_k keeps every token whose r is >= the k-th largest (ties at the edge all stay); top_p
    then keeps the heaviest tokens until their share of the top-k mass reaches top_p (ties at
-   the edge all stay); min_p keeps tokens with r >= min_p.
-4. Integer weights w = round(r * 2**32); target = floor(u * sum(w)), u the (seed, position)
-   uniform; the token is the first index whose running weight sum exceeds target (found per
-   block of the vocabulary, then inside the block).
+   the edge all stay; shares in integer weights round(r * 2**32)); min_p keeps r >= min_p.
+4. The token is the argmax (lowest index on ties) over the kept tokens of the float64 score
+   s - log(-log(u)), where u is the token's uniform under the row's (seed, position) draw key
+   (``seeds.token_uniform``): a draw from softmax(logit / temperature) over the kept tokens.
 
-Every reduction over the vocabulary is an integer sum, a max or a sort, which are exact
-whatever the kernel's reduction order; everything else is element-wise. Float sums (softmax,
-float cumsum) are avoided because their rounding changes with the kernel configuration, which
-changes with the number of rows. Cost of the quantisation: a token whose probability is below
-2**-33 of the most likely token's is never drawn.
+Every reduction over the vocabulary is a max, an argmax, a sort or an integer sum, which are
+exact whatever the kernel's reduction order; everything else is element-wise. Float sums
+(softmax, float cumsum) are avoided because their rounding changes with the kernel
+configuration, which changes with the number of rows.
+
+Why Gumbel-max and not inverse-CDF sampling (one uniform per row, the first token whose running
+probability exceeds it): the fast path's logits differ from the verifier's in the last bits, and
+a token is rolled back wherever that changes the pick. Inverse CDF compares the uniform with a
+running sum into which every earlier token's error flows, so near-flat distributions flip often;
+here a pick changes only when the top two scores lie within the logits' own error. Simulated on
+512-token distributions with bf16-sized relative errors (``scripts/sampler_flip_rates.py``):
+3-34x fewer changed picks where the distribution spreads over 3 to 127 tokens, 1.4-1.9x fewer
+where it is peaked; about as few as greedy rows have.
 
 ``sample(..., kernel="triton")`` runs steps 1, 2, 4 (and min_p) as Triton kernels for rows
 without top-k / top-p (``sampling_kernel``: one launch, or three for large vocabularies); rows
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Sequence
 
 import numpy as np
@@ -42,14 +51,16 @@ import torch
 
 from .config import SAMPLING_KERNELS
 from .pinned_staging import array_to_device
-from .seeds import position_uniforms
+from .seeds import draw_keys, token_uniforms
 
 # SGLang treats temperatures below this as greedy.
 GREEDY_TEMPERATURE = 1e-6
 _WEIGHT_BITS = 32
 _WEIGHT_SCALE = float(1 << _WEIGHT_BITS)
-# Keeps the total integer weight (<= vocab * 2**32) exactly representable in float64.
+# Keeps top_p's total integer weight (<= vocab * 2**32) exactly representable in float64.
 MAX_VOCAB = 1 << (53 - _WEIGHT_BITS)
+# Tokens' noise computed at once by the PyTorch path (rows x vocabulary): 32 MiB per temporary.
+_NOISE_ELEMENTS = 1 << 22
 
 
 @dataclasses.dataclass(slots=True)
@@ -77,7 +88,7 @@ class RowParams:
 
 # Where each per-row field starts in ``SamplingPlan.fields``, in units of N (the plan's rows).
 # The Triton kernels read the fields at these offsets.
-UNIFORM, TEMPERATURE, MIN_P, GREEDY, FILTERED, BATCH_ROWS = range(6)
+DRAW_KEY, TEMPERATURE, MIN_P, GREEDY, FILTERED, BATCH_ROWS = range(6)
 
 
 class SamplingPlan:
@@ -85,12 +96,12 @@ class SamplingPlan:
     filters run.
 
     Every input is in one float64 tensor, ``fields`` (one host-to-device copy; a copy costs far
-    more host time than the bytes): N values each of uniform, temperature (1.0 on greedy rows),
+    more host time than the bytes): N values each of draw key, temperature (1.0 on greedy rows),
     min_p (0 where off), greedy (0/1), filtered (1 on rows with top_k or top_p enabled), then
     ``batch_rows`` (N or none), top_k_rows and top_k (K each), top_p_rows and top_p (P each).
-    float64 holds each exactly; temperature and min_p are float32 values (rounded on the host),
-    as the sampler computes in float32. The Triton kernels read ``fields`` directly; the typed
-    tensors below, for the PyTorch path, are made on first use.
+    float64 holds each exactly (draw keys are integers below 2**53); temperature and min_p are
+    float32 values (rounded on the host), as the sampler computes in float32. The Triton kernels
+    read ``fields`` directly; the typed tensors below, for the PyTorch path, are made on first use.
     """
 
     def __init__(self, fields: torch.Tensor, num_rows: int, vocab_size: int, num_top_k: int, num_top_p: int,
@@ -115,8 +126,8 @@ class SamplingPlan:
         return self._part(field * self.num_rows, self.num_rows, dtype)
 
     @functools.cached_property
-    def uniform(self) -> torch.Tensor:  # float64 [N], in [0, 1); a view of ``fields``
-        return self._row_field(UNIFORM, torch.float64)
+    def draw_key(self) -> torch.Tensor:  # float64 [N], integers below 2**53; a view of ``fields``
+        return self._row_field(DRAW_KEY, torch.float64)
 
     @functools.cached_property
     def temperature(self) -> torch.Tensor:  # float32 [N]
@@ -174,7 +185,7 @@ def plan_sampling(
     device: torch.device | str = "cpu",
     batch_rows: Sequence[int] = (),
 ) -> SamplingPlan:
-    """Validate the rows' parameters, draw their (seed, position) uniforms, move them to ``device``.
+    """Validate the rows' parameters, key their (seed, position) draws, move them to ``device``.
 
     ``batch_rows``: optionally, the index of each row in a larger batch, moved along in the same
     copy (``sample_at_batch_rows`` reads the rows there)."""
@@ -197,7 +208,7 @@ def plan_sampling(
         if top_p:
             p_rows.append(i)
     fields = np.concatenate([
-        position_uniforms([r.seed for r in rows], [r.position for r in rows]),
+        draw_keys([r.seed for r in rows], [r.position for r in rows]),
         # float32 parameters rounded here, once: the device reads the same value on either path.
         np.asarray(temperature + min_p, dtype=np.float32),
         np.asarray(greedy + filtered + list(batch_rows) + k_rows + [rows[i].top_k for i in k_rows] + p_rows
@@ -275,15 +286,32 @@ def _sample_torch(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
     if plan.all_greedy:
         return greedy_ids
 
-    rel = torch.div(logits.float(), plan.temperature[:, None])  # a new tensor: updated in place
-    rel.sub_(rel.amax(dim=-1, keepdim=True)).exp_()
+    scaled = torch.div(logits.float(), plan.temperature[:, None])  # s: a new tensor, updated in place
+    scaled.sub_(scaled.amax(dim=-1, keepdim=True))
+    rel = scaled.exp()
     if plan.max_top_k:
         rel = _on_rows(rel, plan.top_k_rows, lambda r: _top_k_filter(r, plan.top_k, plan.max_top_k))
     if plan.top_p_rows.numel():
         rel = _on_rows(rel, plan.top_p_rows, lambda r: _top_p_filter(r, plan.top_p))
     if plan.any_min_p:
         rel.mul_(rel >= plan.min_p[:, None])
-    return torch.where(plan.greedy, greedy_ids, _inverse_cdf(_weights(rel), plan.uniform))
+    # Filtered tokens have r = 0. So do tokens with s below -87 (float32's exp underflows), which
+    # the Triton kernels keep: neither kind can win, as no token's noise exceeds 37.
+    return torch.where(plan.greedy, greedy_ids, _gumbel_argmax(scaled, rel > 0, plan.draw_key))
+
+
+def _gumbel_argmax(scaled: torch.Tensor, kept: torch.Tensor, draw_key: torch.Tensor) -> torch.Tensor:
+    """argmax of s - log(-log(u)) over kept tokens, a block of rows at a time (the float64 and
+    int64 temporaries of a verification pass's rows would take gigabytes at once)."""
+    n, vocab = scaled.shape
+    block = max(1, _NOISE_ELEMENTS // vocab)
+    out = torch.empty(n, dtype=torch.int64, device=scaled.device)
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        noise = token_uniforms(draw_key[start:end], vocab).log_().neg_().log_()  # -Gumbel noise
+        score = scaled[start:end].to(torch.float64).sub_(noise).masked_fill_(~kept[start:end], -math.inf)
+        out[start:end] = score.argmax(dim=-1)
+    return out
 
 
 def _on_rows(rel: torch.Tensor, rows: torch.Tensor, filter_fn) -> torch.Tensor:
@@ -312,25 +340,3 @@ def _top_p_filter(rel: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     bound = torch.ceil(top_p[:, None] * running[:, -1:].to(torch.float64)).to(torch.int64)
     last_inside = torch.searchsorted(running, bound)  # running[-1] = total >= bound
     return rel.mul_(rel >= heavy_first.gather(1, last_inside))
-
-
-def _inverse_cdf(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """First index whose running weight sum exceeds floor(u * total), block by block."""
-    n, vocab = weights.shape
-    block = _block_size(vocab)
-    blocks = weights.view(n, vocab // block, block)
-    block_sums = blocks.sum(dim=-1)
-    block_running = block_sums.cumsum(dim=-1)
-    total = block_running[:, -1]  # >= 2**32: the max token survives every filter
-    target = torch.floor(uniform * total.to(torch.float64)).to(torch.int64)
-    target = torch.minimum(target, total - 1)[:, None]
-    chosen = (block_running <= target).sum(dim=-1, keepdim=True)  # < number of blocks
-    before = block_running.gather(1, chosen) - block_sums.gather(1, chosen)
-    inner = blocks[torch.arange(n, device=weights.device), chosen[:, 0]]
-    offset = (inner.cumsum(dim=-1) <= target - before).sum(dim=-1)
-    return chosen[:, 0] * block + offset
-
-
-def _block_size(vocab: int) -> int:
-    """The largest power of two up to 1024 that divides the vocabulary size."""
-    return min(vocab & -vocab, 1024)

@@ -1,22 +1,22 @@
 """``sampling.sample`` for rows without top-k / top-p, as Triton kernels.
 
 The PyTorch path launches about 25 small kernels per call; on a fast-path decode step that is
-host time the whole batch waits for. Here one program samples one row, in three passes over
-its vocabulary (max, total weight, position of the target), so a row's token depends on that
-row alone, as in the PyTorch path. The arithmetic is the same (weights round(r * 2**32) as
-integers, exact integer sums, ``floor(u * total)``), except that the exponential is Triton's:
-it can differ from PyTorch's in the last bit, which moves a weight by a few units in 2**32 and
-changes a token only where ``u`` falls within that distance of a boundary. A server samples
-every deterministic row with the same kernel (fast path and verifier alike), so its outputs
-stay reproducible; switching kernels is a change of numerics, like any other flag.
+host time the whole batch waits for. Here one program samples one row, in two passes over its
+vocabulary (max; then each token's score s - log(-log(u)) and their argmax), so a row's token
+depends on that row alone, as in the PyTorch path. The arithmetic is the same (float32 s, the
+uniforms of ``seeds.token_uniform`` from the same 64-bit integer steps, float64 scores, the
+lowest index on ties), except that exp and log are Triton's: they can differ from PyTorch's in
+the last bit, which changes a token only where two scores tie to that bit (or where a token's
+exp sits on the min_p bound). A server samples every deterministic row with the same kernel
+(fast path and verifier alike), so its outputs stay reproducible; switching kernels is a change
+of numerics, like any other flag.
 
 Large vocabularies: one program walking a 151,936-token row three times took about 470 us on an
 H100. Above ``SPLIT_ABOVE`` tokens the same passes run as three kernels over chunks of the row
-(one program per row and chunk, then one per row for the search): per chunk its max, its
-argmax and its total weight; the row's max and total are reductions of those partials (a max
-and an integer sum: exact in any order), and the target is found in the one chunk that holds
-it. Every weight is computed by the same ``_weights`` from the same inputs, so both strategies
-return the same tokens.
+(one program per row and chunk, then one per row to reduce): per chunk its max, its argmax and
+its max of s; then per chunk its best score and where it is; the row's picks are reductions of
+those partials (maxes, lowest index on ties: exact in any order). Every score is computed by the
+same ``_scores`` from the same inputs, so both strategies return the same tokens.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ from .sampling import SamplingPlan
 _BLOCK = 1024
 _CHUNK = 2048  # tokens per program of the split strategy
 SPLIT_ABOVE = 8 * _BLOCK  # vocabularies larger than this take the split strategy
-_WEIGHT_SCALE = tl.constexpr(4294967296.0)  # 2**32, as in sampling._WEIGHT_SCALE
+# As seeds.token_uniform: the golden-ratio step, 52 bits of mix64, (bits + 0.5) / 2**52.
+_GOLDEN = tl.constexpr(0x9E3779B97F4A7C15)
+_TOKEN_SHIFT = tl.constexpr(12)
+_TOKEN_SCALE = tl.constexpr(1.0 / 4503599627370496.0)  # 2**-52
 # Offsets of the per-row fields in SamplingPlan.fields, in units of the plan's rows.
-_UNIFORM = tl.constexpr(sampling.UNIFORM)
+_DRAW_KEY = tl.constexpr(sampling.DRAW_KEY)
 _TEMPERATURE = tl.constexpr(sampling.TEMPERATURE)
 _MIN_P = tl.constexpr(sampling.MIN_P)
 _GREEDY = tl.constexpr(sampling.GREEDY)
@@ -66,16 +69,26 @@ def _logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED: tl.const
 
 
 @triton.jit
-def _weights(x, temperature, rel_max, min_p):
-    """round(exp(x / T - max) * 2**32) as int64, 0 below min_p (round half to even, as torch.round)."""
-    e = tl.exp(tl.div_rn(x, temperature) - rel_max)
-    e = tl.where(e >= min_p, e, 0.0)
-    scaled = e.to(tl.float64) * _WEIGHT_SCALE  # exact: a power of two
-    low = tl.floor(scaled)
-    frac = scaled - low
-    whole = low.to(tl.int64)
-    up = (frac > 0.5) | ((frac == 0.5) & ((whole & 1) == 1))
-    return whole + up.to(tl.int64)
+def _mix64(x):
+    """seeds.mix64 on uint64 (wrapping products, logical shifts)."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+    return x ^ (x >> 31)
+
+
+@triton.jit
+def _scores(x, index, temperature, rel_max, min_p, draw_key):
+    """Float64 s - log(-log(u)) of tokens ``index`` with logits ``x`` (-inf where exp(s) < min_p)."""
+    s = tl.div_rn(x, temperature) - rel_max
+    bits = _mix64(draw_key + (index + 1).to(tl.uint64) * _GOLDEN) >> _TOKEN_SHIFT
+    u = (bits.to(tl.float64) + 0.5) * _TOKEN_SCALE
+    score = s.to(tl.float64) - tl.log(-tl.log(u))
+    return tl.where(tl.exp(s) >= min_p, score, float("-inf"))
+
+
+@triton.jit
+def _draw_key(fields_ptr, rows, row):
+    return _field(fields_ptr, _DRAW_KEY, rows, row).to(tl.uint64)
 
 
 @triton.jit(do_not_specialize=["rows"])
@@ -99,29 +112,21 @@ def _seeded_sample_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows, out_p
         best = tl.where(take, block_max, best)
         rel_max = tl.maximum(rel_max, tl.max(tl.div_rn(x, temperature), axis=0))
 
-    # Pass 2: the total integer weight.
-    min_p = _field(fields_ptr, _MIN_P, rows, row).to(tl.float32)
-    total = tl.full((), 0, tl.int64)
-    for start in range(0, vocab, BLOCK):
-        index = start + offs
-        x = tl.load(base + index, mask=index < vocab, other=float("-inf")).to(tl.float32)
-        total += tl.sum(_weights(x, temperature, rel_max, min_p), axis=0)
-
-    # Pass 3: the first index whose running weight exceeds the target is the number of indices
-    # whose running weight does not (running sums never fall; padding adds nothing past the end).
-    target = tl.floor(_field(fields_ptr, _UNIFORM, rows, row) * total.to(tl.float64)).to(tl.int64)
-    target = tl.minimum(target, total - 1)
-    running = tl.full((), 0, tl.int64)
-    chosen = tl.full((), 0, tl.int64)
-    for start in range(0, vocab, BLOCK):
-        index = start + offs
-        x = tl.load(base + index, mask=index < vocab, other=float("-inf")).to(tl.float32)
-        w = _weights(x, temperature, rel_max, min_p)
-        chosen += tl.sum((tl.cumsum(w, axis=0) + running <= target).to(tl.int64), axis=0)
-        running += tl.sum(w, axis=0)
-
-    greedy = _field(fields_ptr, _GREEDY, rows, row) != 0
-    tl.store(out_ptr + row, tl.where(greedy, best_index, chosen))
+    # Pass 2 (sampled rows): the argmax of the scores, lowest index on ties as above.
+    chosen = best_index
+    if _field(fields_ptr, _GREEDY, rows, row) == 0:
+        min_p = _field(fields_ptr, _MIN_P, rows, row).to(tl.float32)
+        draw_key = _draw_key(fields_ptr, rows, row)
+        top = tl.full((), float("-inf"), tl.float64)
+        for start in range(0, vocab, BLOCK):
+            index = start + offs
+            x = tl.load(base + index, mask=index < vocab, other=float("-inf")).to(tl.float32)
+            score = _scores(x, index, temperature, rel_max, min_p, draw_key)
+            block_top = tl.max(score, axis=0)
+            take = block_top > top
+            chosen = tl.where(take, start + tl.argmax(score, axis=0).to(tl.int64), chosen)
+            top = tl.where(take, block_top, top)
+    tl.store(out_ptr + row, chosen)
 
 
 @triton.jit(do_not_specialize=["rows"])
@@ -139,60 +144,47 @@ def _chunk_max_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows, best_ptr,
     tl.store(rel_max_ptr + at, tl.max(tl.div_rn(x, temperature), axis=0))
 
 
-@triton.jit
-def _row_rel_max(rel_max_ptr, row, chunks, MAX_CHUNKS: tl.constexpr):
-    offs = tl.arange(0, MAX_CHUNKS)
-    return tl.max(tl.load(rel_max_ptr + row * chunks + offs, mask=offs < chunks, other=float("-inf")), axis=0)
-
-
 @triton.jit(do_not_specialize=["rows"])
-def _chunk_total_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows, rel_max_ptr, total_ptr,
+def _chunk_score_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows, rel_max_ptr, top_ptr, top_index_ptr,
                         chunks, CHUNK: tl.constexpr, MAX_CHUNKS: tl.constexpr, INDEXED: tl.constexpr):
-    """Per (row, chunk): the chunk's total integer weight."""
+    """Per (row, chunk) of a sampled row: the chunk's best score and its lowest index."""
     row, chunk = tl.program_id(0), tl.program_id(1)
-    rel_max = _row_rel_max(rel_max_ptr, row, chunks, MAX_CHUNKS)
-    index = chunk * CHUNK + tl.arange(0, CHUNK)
-    x = tl.load(_logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED) + index, mask=index < vocab,
-                other=float("-inf")).to(tl.float32)
-    w = _weights(x, _field(fields_ptr, _TEMPERATURE, rows, row).to(tl.float32), rel_max,
-                 _field(fields_ptr, _MIN_P, rows, row).to(tl.float32))
-    tl.store(total_ptr + row * chunks + chunk, tl.sum(w, axis=0))
+    if _field(fields_ptr, _GREEDY, rows, row) == 0:
+        offs = tl.arange(0, MAX_CHUNKS)
+        rel_max = tl.max(tl.load(rel_max_ptr + row * chunks + offs, mask=offs < chunks, other=float("-inf")),
+                         axis=0)
+        index = chunk * CHUNK + tl.arange(0, CHUNK)
+        x = tl.load(_logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED) + index,
+                    mask=index < vocab, other=float("-inf")).to(tl.float32)
+        score = _scores(x, index, _field(fields_ptr, _TEMPERATURE, rows, row).to(tl.float32), rel_max,
+                        _field(fields_ptr, _MIN_P, rows, row).to(tl.float32), _draw_key(fields_ptr, rows, row))
+        at = row * chunks + chunk
+        tl.store(top_ptr + at, tl.max(score, axis=0))
+        tl.store(top_index_ptr + at, chunk * CHUNK + tl.argmax(score, axis=0).to(tl.int64))
+
+
+@triton.jit
+def _first_of_max(values, indices, valid, none):
+    """The lowest index among the partials equal to the max (chunks are in order)."""
+    top = tl.max(values, axis=0)
+    return tl.min(tl.where(valid & (values == top), indices, none), axis=0)
 
 
 @triton.jit(do_not_specialize=["rows"])
-def _chunk_search_kernel(logits_ptr, row_stride, vocab, fields_ptr, rows,
-                         best_ptr, best_index_ptr, rel_max_ptr, total_ptr, out_ptr, chunks,
-                         CHUNK: tl.constexpr, MAX_CHUNKS: tl.constexpr, INDEXED: tl.constexpr):
-    """Per row: the greedy token from the partials, or the target's chunk and then its index."""
+def _chunk_pick_kernel(fields_ptr, rows, best_ptr, best_index_ptr, top_ptr, top_index_ptr, out_ptr, vocab, chunks,
+                       MAX_CHUNKS: tl.constexpr):
+    """Per row: the greedy token, or the sampled one, from the chunks' partials."""
     row = tl.program_id(0)
     offs = tl.arange(0, MAX_CHUNKS)
     valid = offs < chunks
     at = row * chunks + offs
-    # Greedy: the max over chunks; on ties the first chunk's index, which is the lowest.
-    best = tl.load(best_ptr + at, mask=valid, other=float("-inf"))
-    best_index = tl.load(best_index_ptr + at, mask=valid, other=0)
-    top = tl.max(best, axis=0)
-    best_index = tl.min(tl.where(valid & (best == top), best_index, vocab), axis=0)
-
-    totals = tl.load(total_ptr + at, mask=valid, other=0)
-    running = tl.cumsum(totals, axis=0)
-    total = tl.sum(totals, axis=0)
-    target = tl.floor(_field(fields_ptr, _UNIFORM, rows, row) * total.to(tl.float64)).to(tl.int64)
-    target = tl.minimum(target, total - 1)
-    # The first chunk whose running weight exceeds the target, and the weight before it.
-    chunk = tl.sum((running <= target).to(tl.int64), axis=0)
-    before = tl.sum(tl.where(offs.to(tl.int64) < chunk, totals, 0), axis=0)
-
-    rel_max = _row_rel_max(rel_max_ptr, row, chunks, MAX_CHUNKS)
-    index = chunk * CHUNK + tl.arange(0, CHUNK)
-    x = tl.load(_logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED) + index, mask=index < vocab,
-                other=float("-inf")).to(tl.float32)
-    w = _weights(x, _field(fields_ptr, _TEMPERATURE, rows, row).to(tl.float32), rel_max,
-                 _field(fields_ptr, _MIN_P, rows, row).to(tl.float32))
-    chosen = chunk * CHUNK + tl.sum((tl.cumsum(w, axis=0) + before <= target).to(tl.int64), axis=0)
-
-    greedy = _field(fields_ptr, _GREEDY, rows, row) != 0
-    tl.store(out_ptr + row, tl.where(greedy, best_index, chosen))
+    if _field(fields_ptr, _GREEDY, rows, row) != 0:  # float32 maxima, widened to the scores' type
+        values = tl.load(best_ptr + at, mask=valid, other=float("-inf")).to(tl.float64)
+        indices = tl.load(best_index_ptr + at, mask=valid, other=0)
+    else:
+        values = tl.load(top_ptr + at, mask=valid, other=float("-inf"))
+        indices = tl.load(top_index_ptr + at, mask=valid, other=0)
+    tl.store(out_ptr + row, _first_of_max(values, indices, valid, vocab))
 
 
 @triton.jit(do_not_specialize=["rows"])
@@ -203,14 +195,6 @@ def _write_at_batch_rows_kernel(values_ptr, fields_ptr, rows, out_ptr, BLOCK: tl
     at = tl.load(fields_ptr + _BATCH_ROWS * rows + i, mask=inside, other=-1).to(tl.int64)
     values = tl.load(values_ptr + i, mask=inside)
     tl.store(out_ptr + at, values.to(out_ptr.dtype.element_ty), mask=at >= 0)
-
-
-@triton.jit
-def _mix64(x):
-    """seeds.mix64 on uint64 (wrapping products, logical shifts)."""
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
-    return x ^ (x >> 31)
 
 
 @triton.jit
@@ -231,19 +215,18 @@ def _plan_from_table_kernel(table_ptr, request_rows_ptr, positions_ptr, fields_p
     entry = table_ptr + tl.load(request_rows_ptr + i, mask=inside, other=0).to(tl.int64) * _COLUMNS
     active = _table_column(entry, _ACTIVE, inside) != 0
     greedy = (_table_column(entry, _IS_GREEDY, inside) != 0) | (active == 0)
-    # The key of (seed, position + 1), as seeds.position_keys: golden-ratio step, then mix64.
+    # The draw key of (seed, position + 1), as seeds.draw_keys: golden-ratio step, mix64, 53 bits.
     position = tl.load(positions_ptr + i, mask=inside, other=0).to(tl.int64) + 1
     key = _table_column(entry, _SEED_KEY, inside).to(tl.uint64, bitcast=True)
-    key = _mix64(key + position.to(tl.uint64, bitcast=True) * 0x9E3779B97F4A7C15)
-    uniform = (key >> 11).to(tl.float64) * (1.0 / 9007199254740992.0)  # 53 bits / 2**53
+    draw_key = (_mix64(key + position.to(tl.uint64, bitcast=True) * _GOLDEN) >> 11).to(tl.float64)
     temperature = tl.where(active, _float32_column(entry, _TEMPERATURE_BITS, inside), 1.0)
     min_p = tl.where(active, _float32_column(entry, _MIN_P_BITS, inside), 0.0)
     batch_row = tl.where(active, i.to(tl.float64), -1.0)
-    tl.store(fields_ptr + _UNIFORM * rows + i, uniform, mask=inside)
+    tl.store(fields_ptr + _DRAW_KEY * rows + i, draw_key, mask=inside)
     tl.store(fields_ptr + _TEMPERATURE * rows + i, temperature, mask=inside)
     tl.store(fields_ptr + _MIN_P * rows + i, min_p, mask=inside)
     tl.store(fields_ptr + _GREEDY * rows + i, greedy.to(tl.float64), mask=inside)
-    tl.store(fields_ptr + _FILTERED * rows + i, tl.zeros_like(uniform), mask=inside)
+    tl.store(fields_ptr + _FILTERED * rows + i, tl.zeros_like(draw_key), mask=inside)
     tl.store(fields_ptr + _BATCH_ROWS * rows + i, batch_row, mask=inside)
 
 
@@ -297,10 +280,11 @@ def sample_unfiltered(logits: torch.Tensor, plan: SamplingPlan, split: bool | No
     chunks = triton.cdiv(vocab, _CHUNK)
     max_chunks = triton.next_power_of_2(chunks)
     floats = torch.empty(2, rows, chunks, dtype=torch.float32, device=logits.device)  # max, max of x / T
-    ints = torch.empty(2, rows, chunks, dtype=torch.int64, device=logits.device)  # argmax, total weight
+    ints = torch.empty(2, rows, chunks, dtype=torch.int64, device=logits.device)  # argmax, argmax of scores
+    top = torch.empty(rows, chunks, dtype=torch.float64, device=logits.device)  # best score
     _chunk_max_kernel[(rows, chunks)](*common, floats[0], ints[0], floats[1], chunks, CHUNK=_CHUNK, INDEXED=indexed)
-    _chunk_total_kernel[(rows, chunks)](*common, floats[1], ints[1], chunks, CHUNK=_CHUNK, MAX_CHUNKS=max_chunks,
+    _chunk_score_kernel[(rows, chunks)](*common, floats[1], top, ints[1], chunks, CHUNK=_CHUNK, MAX_CHUNKS=max_chunks,
                                         INDEXED=indexed)
-    _chunk_search_kernel[(rows,)](*common, floats[0], ints[0], floats[1], ints[1], out, chunks, CHUNK=_CHUNK,
-                                  MAX_CHUNKS=max_chunks, INDEXED=indexed)
+    _chunk_pick_kernel[(rows,)](plan.fields, rows, floats[0], ints[0], top, ints[1], out, vocab, chunks,
+                                MAX_CHUNKS=max_chunks)
     return out

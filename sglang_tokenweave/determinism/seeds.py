@@ -92,15 +92,29 @@ def position_keys(seeds: Sequence[int], positions: Sequence[int]) -> np.ndarray:
     return _mix64_array(_mix64_array(s) + p * np.uint64(_GOLDEN))
 
 
-def position_uniforms(seeds: Sequence[int], positions: Sequence[int]) -> np.ndarray:
-    """Uniform draws in [0, 1) (float64, 53 random bits) keyed by (seed, position)."""
-    keys = position_keys(seeds, positions)
-    return (keys >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+# A row's draw key: the top 53 bits of its (seed, position) key, which a float64 holds exactly,
+# so that it travels in a sampling plan's float64 fields.
+_DRAW_KEY_SHIFT = 11
+# Bits of a token's uniform: 52, so that (bits + 0.5) / 2**52 is exact and strictly inside (0, 1).
+_TOKEN_BITS = 52
 
 
-# Seed keys and uniforms on the device, for plans built there (``row_table``). torch has no
-# unsigned 64-bit arithmetic: the same bits travel as int64, whose +, * and ^ wrap modulo 2**64
-# exactly as uint64's do; only the right shift differs (arithmetic), so it is masked.
+def draw_keys(seeds: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+    """The draw key of each (seed, position) pair: an integer below 2**53, as float64."""
+    return (position_keys(seeds, positions) >> np.uint64(_DRAW_KEY_SHIFT)).astype(np.float64)
+
+
+def token_uniform(draw_key: int, token: int) -> float:
+    """The uniform in (0, 1) of one token of the vocabulary under one draw key: the scalar
+    definition that ``token_uniforms`` and the Triton kernels compute in bulk."""
+    bits = mix64(draw_key + (token + 1) * _GOLDEN) >> (64 - _TOKEN_BITS)
+    return (bits + 0.5) / (1 << _TOKEN_BITS)
+
+
+# Keys and uniforms as tensors: draw keys of plans built on the device (``row_table``), every
+# token's uniform for the sampler. torch has no unsigned 64-bit arithmetic: the same bits travel
+# as int64, whose +, * and ^ wrap modulo 2**64 exactly as uint64's do; only the right shift
+# differs (arithmetic), so it is masked.
 
 
 def seed_key(seed: int) -> int:
@@ -123,8 +137,15 @@ def _mix64_tensor(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift_right(x, 31)
 
 
-def uniforms_on_device(seed_keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``position_uniforms`` (float64) from int64 ``seed_keys`` (``seed_key`` of each seed) and
-    int64 positions, computed where the tensors are."""
+def draw_keys_on_device(seed_keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``draw_keys`` (float64) from int64 ``seed_keys`` (``seed_key`` of each seed) and int64
+    positions, computed where the tensors are."""
     keys = _mix64_tensor(seed_keys + positions * _signed64(_GOLDEN))
-    return _shift_right(keys, 11).to(torch.float64) * (1.0 / (1 << 53))
+    return _shift_right(keys, _DRAW_KEY_SHIFT).to(torch.float64)
+
+
+def token_uniforms(draw_keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``token_uniform`` of every token for each draw key: float64 [N, vocab_size]."""
+    tokens = torch.arange(1, vocab_size + 1, dtype=torch.int64, device=draw_keys.device) * _signed64(_GOLDEN)
+    bits = _shift_right(_mix64_tensor(draw_keys.to(torch.int64)[:, None] + tokens), 64 - _TOKEN_BITS)
+    return (bits.to(torch.float64) + 0.5) * (1.0 / (1 << _TOKEN_BITS))
