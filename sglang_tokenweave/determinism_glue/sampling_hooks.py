@@ -102,12 +102,15 @@ def _enter_row_table(scheduler, reqs, rows) -> None:
     if rt.row_table is None:
         pool = scheduler.req_to_token_pool
         rt.row_table = RowTable(pool.req_to_token.shape[0], pool.device)
-    tabled = [(req.req_pool_idx, row) for req, row in zip(reqs, rows) if supports(row)]
+    tabled_rows, tabled_params = [], []
     for req, row in zip(reqs, rows):
-        if not supports(row):
+        if supports(row):
+            tabled_rows.append(req.req_pool_idx)
+            tabled_params.append(row)
+        else:
             rt.untabled.add(req)
             rt.row_table.unmark([req.req_pool_idx])  # a former holder's entry
-    rt.row_table.mark([r for r, _ in tabled], [row for _, row in tabled])
+    rt.row_table.mark(tabled_rows, tabled_params)
 
 
 def leave_row_table(result, pool, reqs, *args, **kwargs):

@@ -283,8 +283,9 @@ def _apply(scheduler, req, det, result) -> None:
     if result.finish is not None:
         req.finished_reason = sglang_finish_reason(result.finish)
         req.finished_len = len(state.out)
-        if runtime().row_table is not None:  # decode steps stop sampling its row
-            runtime().row_table.unmark([req.req_pool_idx])
+        table = runtime().row_table
+        if table is not None:  # decode steps stop sampling its row
+            table.unmark([req.req_pool_idx])
         release_kv_cache(req, scheduler.tree_cache)
         req.time_stats.set_completion_time()
     if result.finish is not None or len(result.stream):
