@@ -68,6 +68,25 @@ def test_sampled_frequencies_on_device_match_the_distribution(pool):
     assert torch.all((freq - probs).abs() <= 5 * torch.sqrt(probs * (1 - probs) / n) + 1e-4)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_triton_kernel_frequencies_match_the_distribution(split):
+    # Six likely tokens far apart (other chunks of the split strategy) among 151,936 others; one
+    # row per position, so every draw has its own noise.
+    from sglang_tokenweave.determinism.sampling_kernel import sample_unfiltered
+
+    n, temperature = 20000, 0.8
+    row = torch.full((VOCAB,), -30.0)
+    likely = torch.tensor([7, 4000, 50000, 90001, 120000, VOCAB - 1])
+    row[likely] = torch.tensor([1.0, 0.5, -0.2, 2.0, 0.0, -3.0])
+    rows = [RowParams(seed=21, position=p, temperature=temperature) for p in range(n)]
+    tokens = sample_unfiltered(row.cuda().expand(n, VOCAB), plan_sampling(rows, VOCAB, "cuda"), split=split).cpu()
+    probs = torch.softmax(row.double() / temperature, dim=-1)
+    freq = torch.stack([(tokens == t).double().mean() for t in likely.tolist()])
+    expected = probs[likely]
+    assert torch.all((freq - expected).abs() <= 5 * torch.sqrt(expected * (1 - expected) / n) + 1e-4)
+    assert (tokens[:, None] == likely).any(dim=1).all()  # every other token: probability below 1e-17
+
+
 def test_triton_kernel_samples_what_the_pytorch_path_samples(pool):
     # Rows without top-k / top-p take the kernel; its exp and log may differ from PyTorch's in
     # the last bit, which changes a token only where two scores tie to that bit.
