@@ -98,14 +98,16 @@ class SamplingPlan:
     Every input is in one float64 tensor, ``fields`` (one host-to-device copy; a copy costs far
     more host time than the bytes): N values each of draw key, temperature (1.0 on greedy rows),
     min_p (0 where off), greedy (0/1), filtered (1 on rows with top_k or top_p enabled), then
-    ``batch_rows`` (N or none), top_k_rows and top_k (K each), top_p_rows and top_p (P each).
+    ``batch_rows`` (N or none), top_k_rows and top_k (K each), top_p_rows and top_p (P each), and
+    filtered_rows (F: the rows with either).
     float64 holds each exactly (draw keys are integers below 2**53); temperature and min_p are
     float32 values (rounded on the host), as the sampler computes in float32. The Triton kernels
     read ``fields`` directly; the typed tensors below, for the PyTorch path, are made on first use.
     """
 
     def __init__(self, fields: torch.Tensor, num_rows: int, vocab_size: int, num_top_k: int, num_top_p: int,
-                 indexed: bool, all_greedy: bool, max_top_k: int, any_min_p: bool, skips_rows: bool = False):
+                 indexed: bool, all_greedy: bool, max_top_k: int, any_min_p: bool, skips_rows: bool = False,
+                 num_filtered: int = 0):
         self.fields = fields
         self.num_rows = num_rows
         self.vocab_size = vocab_size
@@ -116,7 +118,7 @@ class SamplingPlan:
         self.all_greedy = all_greedy
         self.max_top_k = max_top_k  # 0 when no row uses top_k
         self.any_min_p = any_min_p
-        self._num_top_k, self._num_top_p = num_top_k, num_top_p
+        self._num_top_k, self._num_top_p, self._num_filtered = num_top_k, num_top_p, num_filtered
 
     def _part(self, start: int, length: int, dtype: torch.dtype) -> torch.Tensor:
         values = self.fields[start : start + length]
@@ -169,9 +171,13 @@ class SamplingPlan:
     def top_p(self) -> torch.Tensor:  # float64 [P]
         return self._after_batch_rows(2 * self._num_top_k + self._num_top_p, self._num_top_p, torch.float64)
 
+    @functools.cached_property
+    def filtered_rows(self) -> torch.Tensor:  # int64 [F]: rows with top_k or top_p enabled, ascending
+        return self._after_batch_rows(2 * (self._num_top_k + self._num_top_p), self._num_filtered, torch.int64)
+
     @property
     def any_filtered(self) -> bool:
-        return bool(self._num_top_k or self._num_top_p)
+        return bool(self._num_filtered)
 
 
 def check_row(r: RowParams) -> None:
@@ -193,7 +199,7 @@ def plan_sampling(
         raise ValueError(f"vocab_size must be in [1, {MAX_VOCAB}], got {vocab_size}")
     if len(batch_rows) and len(batch_rows) != len(rows):
         raise ValueError(f"{len(batch_rows)} batch rows for {len(rows)} rows")
-    greedy, temperature, min_p, filtered, k_rows, p_rows = [], [], [], [], [], []
+    greedy, temperature, min_p, filtered, k_rows, p_rows, f_rows = [], [], [], [], [], [], []
     for i, r in enumerate(rows):
         check_row(r)
         g = r.greedy
@@ -207,12 +213,14 @@ def plan_sampling(
             k_rows.append(i)
         if top_p:
             p_rows.append(i)
+        if top_k or top_p:
+            f_rows.append(i)
     fields = np.concatenate([
         draw_keys([r.seed for r in rows], [r.position for r in rows]),
         # float32 parameters rounded here, once: the device reads the same value on either path.
         np.asarray(temperature + min_p, dtype=np.float32),
         np.asarray(greedy + filtered + list(batch_rows) + k_rows + [rows[i].top_k for i in k_rows] + p_rows
-                   + [rows[i].top_p for i in p_rows], dtype=np.float64),
+                   + [rows[i].top_p for i in p_rows] + f_rows, dtype=np.float64),
     ], dtype=np.float64)
     return SamplingPlan(
         array_to_device(fields, device),
@@ -220,6 +228,7 @@ def plan_sampling(
         vocab_size=vocab_size,
         num_top_k=len(k_rows),
         num_top_p=len(p_rows),
+        num_filtered=len(f_rows),
         indexed=bool(len(batch_rows)),
         all_greedy=all(greedy),
         max_top_k=max((rows[i].top_k for i in k_rows), default=0),
@@ -242,8 +251,8 @@ def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> t
         from .sampling_kernel import sample_unfiltered
 
         ids = sample_unfiltered(logits, plan)
-        if plan.any_filtered:
-            ids = torch.where(plan.filtered != 0, _sample_torch(logits, plan), ids)
+        if plan.any_filtered:  # the PyTorch path's noise for those rows only (F x V, not N x V)
+            ids[plan.filtered_rows] = _sample_torch(logits, plan, plan.filtered_rows)
         return ids
     return _sample_torch(logits, plan)
 
@@ -281,10 +290,11 @@ def _check_kernel(kernel: str) -> None:
         raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
 
 
-def _sample_torch(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
+def _sample_torch(logits: torch.Tensor, plan: SamplingPlan, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Tokens of every row, or of ``rows`` (ascending indices) only."""
     greedy_ids = torch.argmax(logits, dim=-1)
     if plan.all_greedy:
-        return greedy_ids
+        return greedy_ids if rows is None else greedy_ids[rows]
 
     scaled = torch.div(logits.float(), plan.temperature[:, None])  # s: a new tensor, updated in place
     scaled.sub_(scaled.amax(dim=-1, keepdim=True))
@@ -297,7 +307,11 @@ def _sample_torch(logits: torch.Tensor, plan: SamplingPlan) -> torch.Tensor:
         rel.mul_(rel >= plan.min_p[:, None])
     # Filtered tokens have r = 0. So do tokens with s below -87 (float32's exp underflows), which
     # the Triton kernels keep: neither kind can win, as no token's noise exceeds 37.
-    return torch.where(plan.greedy, greedy_ids, _gumbel_argmax(scaled, rel > 0, plan.draw_key))
+    def pick(values: torch.Tensor) -> torch.Tensor:  # the rows asked for
+        return values if rows is None else values[rows]
+
+    return torch.where(pick(plan.greedy), pick(greedy_ids),
+                       _gumbel_argmax(pick(scaled), pick(rel > 0), pick(plan.draw_key)))
 
 
 def _gumbel_argmax(scaled: torch.Tensor, kept: torch.Tensor, draw_key: torch.Tensor) -> torch.Tensor:
