@@ -202,7 +202,6 @@ def test_plan_carries_every_row_parameter_in_its_dtype():
     assert keys.dtype == torch.float64 and torch.equal(keys, torch.from_numpy(draw_keys([5, 6, 7, 8], [9, 10, 11, 12])))
     assert (plan.top_k_rows.tolist(), plan.top_k.tolist(), plan.max_top_k) == ([1], [3], 3)
     assert (plan.top_p_rows.tolist(), plan.top_p.tolist()) == ([2], [0.4])
-    assert plan.filtered.dtype == torch.int64 and plan.filtered.tolist() == [0, 1, 1, 0]
     assert plan.filtered_rows.dtype == torch.int64 and plan.filtered_rows.tolist() == [1, 2]
     assert (plan.all_greedy, plan.any_min_p) == (False, True)
     again = plan_sampling(rows[1:2], V)  # a row's key is its own (seed, position) draw
@@ -211,7 +210,6 @@ def test_plan_carries_every_row_parameter_in_its_dtype():
     placed = plan_sampling(rows, V, batch_rows=[3, 8, 5, 0])
     assert placed.batch_rows.dtype == torch.int64 and placed.batch_rows.tolist() == [3, 8, 5, 0]
     assert placed.top_p_rows.tolist() == [2] and placed.filtered_rows.tolist() == [1, 2]
-    assert placed.filtered.tolist() == [0, 1, 1, 0]
     with pytest.raises(ValueError, match="3 batch rows for 4 rows"):
         plan_sampling(rows, V, batch_rows=[0, 1, 2])
     empty = plan_sampling([], V)

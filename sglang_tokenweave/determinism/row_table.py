@@ -24,7 +24,7 @@ import torch
 
 from .config import SAMPLING_KERNELS
 from .pinned_staging import array_to_device
-from .sampling import BATCH_ROWS, DRAW_KEY, FILTERED, GREEDY, MIN_P, TEMPERATURE, RowParams, SamplingPlan, check_row
+from .sampling import BATCH_ROWS, DRAW_KEY, GREEDY, MIN_P, TEMPERATURE, RowParams, SamplingPlan, check_row
 from .seeds import draw_keys_on_device, seed_key
 
 # Columns of the table (int64): whether the row is a deterministic request's, whether it is
@@ -109,7 +109,6 @@ class RowTable:
         fields[TEMPERATURE] = torch.where(active, bits[:, 0], 1.0)
         fields[MIN_P] = torch.where(active, bits[:, 1], 0.0)
         fields[GREEDY] = greedy.to(torch.float64)
-        fields[FILTERED] = 0.0
         batch_rows = torch.arange(request_rows.shape[0], device=self.device, dtype=torch.float64)
         fields[BATCH_ROWS] = torch.where(active, batch_rows, -1.0)
         return fields.reshape(-1)

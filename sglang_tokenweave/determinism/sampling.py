@@ -88,7 +88,7 @@ class RowParams:
 
 # Where each per-row field starts in ``SamplingPlan.fields``, in units of N (the plan's rows).
 # The Triton kernels read the fields at these offsets.
-DRAW_KEY, TEMPERATURE, MIN_P, GREEDY, FILTERED, BATCH_ROWS = range(6)
+DRAW_KEY, TEMPERATURE, MIN_P, GREEDY, BATCH_ROWS = range(5)
 
 
 class SamplingPlan:
@@ -97,9 +97,8 @@ class SamplingPlan:
 
     Every input is in one float64 tensor, ``fields`` (one host-to-device copy; a copy costs far
     more host time than the bytes): N values each of draw key, temperature (1.0 on greedy rows),
-    min_p (0 where off), greedy (0/1), filtered (1 on rows with top_k or top_p enabled), then
-    ``batch_rows`` (N or none), top_k_rows and top_k (K each), top_p_rows and top_p (P each), and
-    filtered_rows (F: the rows with either).
+    min_p (0 where off) and greedy (0/1), then ``batch_rows`` (N or none), top_k_rows and top_k
+    (K each), top_p_rows and top_p (P each), and filtered_rows (F: the rows with either).
     float64 holds each exactly (draw keys are integers below 2**53); temperature and min_p are
     float32 values (rounded on the host), as the sampler computes in float32. The Triton kernels
     read ``fields`` directly; the typed tensors below, for the PyTorch path, are made on first use.
@@ -142,10 +141,6 @@ class SamplingPlan:
     @functools.cached_property
     def greedy(self) -> torch.Tensor:  # bool [N]
         return self._row_field(GREEDY, torch.bool)
-
-    @functools.cached_property
-    def filtered(self) -> torch.Tensor:  # int64 [N]
-        return self._row_field(FILTERED, torch.int64)
 
     @functools.cached_property
     def batch_rows(self) -> torch.Tensor:  # int64 [N] or [0]: where each row sits in its batch (or -1)
@@ -199,7 +194,7 @@ def plan_sampling(
         raise ValueError(f"vocab_size must be in [1, {MAX_VOCAB}], got {vocab_size}")
     if len(batch_rows) and len(batch_rows) != len(rows):
         raise ValueError(f"{len(batch_rows)} batch rows for {len(rows)} rows")
-    greedy, temperature, min_p, filtered, k_rows, p_rows, f_rows = [], [], [], [], [], [], []
+    greedy, temperature, min_p, k_rows, p_rows, f_rows = [], [], [], [], [], []
     for i, r in enumerate(rows):
         check_row(r)
         g = r.greedy
@@ -208,7 +203,6 @@ def plan_sampling(
         greedy.append(float(g))
         temperature.append(1.0 if g else r.temperature)
         min_p.append(0.0 if g else r.min_p)
-        filtered.append(float(top_k or top_p))
         if top_k:
             k_rows.append(i)
         if top_p:
@@ -219,7 +213,7 @@ def plan_sampling(
         draw_keys([r.seed for r in rows], [r.position for r in rows]),
         # float32 parameters rounded here, once: the device reads the same value on either path.
         np.asarray(temperature + min_p, dtype=np.float32),
-        np.asarray(greedy + filtered + list(batch_rows) + k_rows + [rows[i].top_k for i in k_rows] + p_rows
+        np.asarray(greedy + list(batch_rows) + k_rows + [rows[i].top_k for i in k_rows] + p_rows
                    + [rows[i].top_p for i in p_rows] + f_rows, dtype=np.float64),
     ], dtype=np.float64)
     return SamplingPlan(

@@ -25,23 +25,24 @@ import torch
 import triton
 import triton.language as tl
 
-from . import row_table, sampling
+from . import row_table, sampling, seeds
 from .sampling import SamplingPlan
 
 _BLOCK = 1024
 _CHUNK = 2048  # tokens per program of the split strategy
 SPLIT_ABOVE = 8 * _BLOCK  # vocabularies larger than this take the split strategy
-# As seeds.token_uniform: the golden-ratio step, 52 bits of mix64, (bits + 0.5) / 2**52.
-_GOLDEN = tl.constexpr(0x9E3779B97F4A7C15)
-_TOKEN_SHIFT = tl.constexpr(12)
-_TOKEN_SCALE = tl.constexpr(1.0 / 4503599627370496.0)  # 2**-52
+# As seeds.draw_keys and seeds.token_uniform: the golden-ratio step, the draw key's bits, and a
+# token's uniform (bits + 0.5) / 2**TOKEN_BITS.
+_GOLDEN = tl.constexpr(seeds.GOLDEN)
+_DRAW_KEY_SHIFT = tl.constexpr(seeds.DRAW_KEY_SHIFT)
+_TOKEN_SHIFT = tl.constexpr(64 - seeds.TOKEN_BITS)
+_TOKEN_SCALE = tl.constexpr(1.0 / (1 << seeds.TOKEN_BITS))
 # Offsets of the per-row fields in SamplingPlan.fields, in units of the plan's rows.
 _DRAW_KEY = tl.constexpr(sampling.DRAW_KEY)
 _TEMPERATURE = tl.constexpr(sampling.TEMPERATURE)
 _MIN_P = tl.constexpr(sampling.MIN_P)
 _GREEDY = tl.constexpr(sampling.GREEDY)
 _BATCH_ROWS = tl.constexpr(sampling.BATCH_ROWS)
-_FILTERED = tl.constexpr(sampling.FILTERED)
 # Columns of row_table.RowTable.values.
 _COLUMNS = tl.constexpr(row_table.COLUMNS)
 _ACTIVE = tl.constexpr(row_table.ACTIVE)
@@ -215,10 +216,10 @@ def _plan_from_table_kernel(table_ptr, request_rows_ptr, positions_ptr, fields_p
     entry = table_ptr + tl.load(request_rows_ptr + i, mask=inside, other=0).to(tl.int64) * _COLUMNS
     active = _table_column(entry, _ACTIVE, inside) != 0
     greedy = (_table_column(entry, _IS_GREEDY, inside) != 0) | (active == 0)
-    # The draw key of (seed, position + 1), as seeds.draw_keys: golden-ratio step, mix64, 53 bits.
+    # The draw key of (seed, position + 1), as seeds.draw_keys: golden-ratio step, mix64, top bits.
     position = tl.load(positions_ptr + i, mask=inside, other=0).to(tl.int64) + 1
     key = _table_column(entry, _SEED_KEY, inside).to(tl.uint64, bitcast=True)
-    draw_key = (_mix64(key + position.to(tl.uint64, bitcast=True) * _GOLDEN) >> 11).to(tl.float64)
+    draw_key = (_mix64(key + position.to(tl.uint64, bitcast=True) * _GOLDEN) >> _DRAW_KEY_SHIFT).to(tl.float64)
     temperature = tl.where(active, _float32_column(entry, _TEMPERATURE_BITS, inside), 1.0)
     min_p = tl.where(active, _float32_column(entry, _MIN_P_BITS, inside), 0.0)
     batch_row = tl.where(active, i.to(tl.float64), -1.0)
@@ -226,7 +227,6 @@ def _plan_from_table_kernel(table_ptr, request_rows_ptr, positions_ptr, fields_p
     tl.store(fields_ptr + _TEMPERATURE * rows + i, temperature, mask=inside)
     tl.store(fields_ptr + _MIN_P * rows + i, min_p, mask=inside)
     tl.store(fields_ptr + _GREEDY * rows + i, greedy.to(tl.float64), mask=inside)
-    tl.store(fields_ptr + _FILTERED * rows + i, tl.zeros_like(draw_key), mask=inside)
     tl.store(fields_ptr + _BATCH_ROWS * rows + i, batch_row, mask=inside)
 
 

@@ -26,7 +26,7 @@ DEFAULT_SEED = 0
 
 # Odd constant (2**64 / golden ratio): multiplying by it is a bijection modulo 2**64, so
 # distinct indices or positions give distinct inputs to the mixer below.
-_GOLDEN = 0x9E3779B97F4A7C15
+GOLDEN = 0x9E3779B97F4A7C15
 _MUL1 = 0xBF58476D1CE4E5B9
 _MUL2 = 0x94D049BB133111EB
 
@@ -59,7 +59,7 @@ def choice_seed(seed: Optional[int], index: int) -> int:
     """
     if index < 0:
         raise ValueError(f"choice index must be >= 0, got {index}")
-    return mix64(request_seed(seed) + index * _GOLDEN)
+    return mix64(request_seed(seed) + index * GOLDEN)
 
 
 def _mix64_array(x: np.ndarray) -> np.ndarray:
@@ -86,29 +86,29 @@ def position_keys(seeds: Sequence[int], positions: Sequence[int]) -> np.ndarray:
     if any(p < 0 for p in positions):
         raise ValueError("positions must be >= 0")
     if len(seeds) < _NUMPY_FROM:
-        return np.array([mix64(mix64(s) + p * _GOLDEN) for s, p in zip(seeds, positions)], dtype=np.uint64)
+        return np.array([mix64(mix64(s) + p * GOLDEN) for s, p in zip(seeds, positions)], dtype=np.uint64)
     s = np.asarray([x & MASK64 for x in seeds], dtype=np.uint64)
     p = np.asarray(positions, dtype=np.uint64)
-    return _mix64_array(_mix64_array(s) + p * np.uint64(_GOLDEN))
+    return _mix64_array(_mix64_array(s) + p * np.uint64(GOLDEN))
 
 
 # A row's draw key: the top 53 bits of its (seed, position) key, which a float64 holds exactly,
 # so that it travels in a sampling plan's float64 fields.
-_DRAW_KEY_SHIFT = 11
+DRAW_KEY_SHIFT = 11
 # Bits of a token's uniform: 52, so that (bits + 0.5) / 2**52 is exact and strictly inside (0, 1).
-_TOKEN_BITS = 52
+TOKEN_BITS = 52
 
 
 def draw_keys(seeds: Sequence[int], positions: Sequence[int]) -> np.ndarray:
     """The draw key of each (seed, position) pair: an integer below 2**53, as float64."""
-    return (position_keys(seeds, positions) >> np.uint64(_DRAW_KEY_SHIFT)).astype(np.float64)
+    return (position_keys(seeds, positions) >> np.uint64(DRAW_KEY_SHIFT)).astype(np.float64)
 
 
 def token_uniform(draw_key: int, token: int) -> float:
     """The uniform in (0, 1) of one token of the vocabulary under one draw key: the scalar
     definition that ``token_uniforms`` and the Triton kernels compute in bulk."""
-    bits = mix64(draw_key + (token + 1) * _GOLDEN) >> (64 - _TOKEN_BITS)
-    return (bits + 0.5) / (1 << _TOKEN_BITS)
+    bits = mix64(draw_key + (token + 1) * GOLDEN) >> (64 - TOKEN_BITS)
+    return (bits + 0.5) / (1 << TOKEN_BITS)
 
 
 # Keys and uniforms as tensors: draw keys of plans built on the device (``row_table``), every
@@ -140,12 +140,12 @@ def _mix64_tensor(x: torch.Tensor) -> torch.Tensor:
 def draw_keys_on_device(seed_keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """``draw_keys`` (float64) from int64 ``seed_keys`` (``seed_key`` of each seed) and int64
     positions, computed where the tensors are."""
-    keys = _mix64_tensor(seed_keys + positions * _signed64(_GOLDEN))
-    return _shift_right(keys, _DRAW_KEY_SHIFT).to(torch.float64)
+    keys = _mix64_tensor(seed_keys + positions * _signed64(GOLDEN))
+    return _shift_right(keys, DRAW_KEY_SHIFT).to(torch.float64)
 
 
 def token_uniforms(draw_keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """``token_uniform`` of every token for each draw key: float64 [N, vocab_size]."""
-    tokens = torch.arange(1, vocab_size + 1, dtype=torch.int64, device=draw_keys.device) * _signed64(_GOLDEN)
-    bits = _shift_right(_mix64_tensor(draw_keys.to(torch.int64)[:, None] + tokens), 64 - _TOKEN_BITS)
-    return (bits.to(torch.float64) + 0.5) * (1.0 / (1 << _TOKEN_BITS))
+    tokens = torch.arange(1, vocab_size + 1, dtype=torch.int64, device=draw_keys.device) * _signed64(GOLDEN)
+    bits = _shift_right(_mix64_tensor(draw_keys.to(torch.int64)[:, None] + tokens), 64 - TOKEN_BITS)
+    return (bits.to(torch.float64) + 0.5) * (1.0 / (1 << TOKEN_BITS))
