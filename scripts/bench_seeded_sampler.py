@@ -12,6 +12,9 @@ takes the chosen kernel):
   hook adds to a decode step besides noting the rows and writing the tokens back);
 - ``table_step_host_us``: the same step planned on the device from the row table
   (``row_table``), every row of the batch sampled (what the hook adds besides writing back).
+- ``verify_pass_plan``: a verification pass's plan of B x W rows (``--pass-shape``), made on the
+  host (its per-row parameters built, then ``plan_sampling``) against from the row table
+  (``RowTable.plan_windows``), host time, per kernel.
 Kernel ``triton-one-program`` is the Triton kernel's one-program-per-row strategy at every
 vocabulary size (``triton`` switches to the split strategy above ``SPLIT_ABOVE`` tokens).
 Medians over ``--repeats`` timings of ``--iterations`` calls each. Writes JSON with the card and
@@ -118,6 +121,38 @@ def measure(kernel: str, num_rows: int, vocab: int, device: str, iterations: int
             "sample_device_us": statistics.median(sample_total) * 1e6}
 
 
+def measure_pass_plan(kernel: str, rows: int, window: int, vocab: int, device: str, iterations: int,
+                      repeats: int) -> dict:
+    """Host time of a pass's plan: per-row parameters and ``plan_sampling``, or the row table."""
+    params = rows_of(rows, 0)
+    table = RowTable(rows + 1, device)
+    table.mark(list(range(1, rows + 1)), params)
+    request_rows = torch.arange(1, rows + 1, device=device)
+    row_starts = torch.arange(rows, device=device) * 97 + 1000
+    starts = row_starts.tolist()
+
+    def host_plan():
+        sampled = [RowParams(seed=p.seed, position=start + 1 + j, temperature=p.temperature)
+                   for p, start in zip(params, starts) for j in range(window)]
+        return plan_sampling(sampled, vocab, device)
+
+    def table_plan():
+        return table.plan_windows(request_rows, row_starts, window, vocab, kernel=kernel)
+
+    timings = {}
+    for name, make in (("host_plan_us", host_plan), ("table_plan_us", table_plan)):
+        make()  # compile / warm up
+        samples = []
+        for _ in range(repeats):
+            _sync(device)
+            started = time.perf_counter()
+            for _ in range(iterations):
+                make()
+            samples.append((time.perf_counter() - started) / iterations)
+        timings[name] = statistics.median(samples) * 1e6
+    return {"kernel": kernel, "rows": rows, "window": window, "vocab": vocab, **timings}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -126,12 +161,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocabs", default="512,151936")
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pass-shape", default="8x32", help="verification pass rows x window (B x W)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     kernels = args.kernels.split(",") if args.kernels else (
         [*SAMPLING_KERNELS, "triton-one-program"] if args.device == "cuda" else ["torch"])
     results = [measure(k, int(n), int(v), args.device, args.iterations, args.repeats)
                for v in args.vocabs.split(",") for n in args.rows.split(",") for k in kernels]
+    pass_rows, window = (int(x) for x in args.pass_shape.split("x"))
+    pass_plans = [measure_pass_plan(k, pass_rows, window, int(args.vocabs.split(",")[0]), args.device,
+                                    args.iterations, args.repeats)
+                  for k in kernels if k in SAMPLING_KERNELS]
     card, short = card_name(args.device)
     versions = {"torch": torch.__version__}
     try:
@@ -144,12 +184,16 @@ def main(argv: list[str] | None = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"card": card, "versions": versions,
                                "command": recorded_command(__file__, sys.argv[1:] if argv is None else argv),
-                               "iterations": args.iterations, "repeats": args.repeats, "results": results},
+                               "iterations": args.iterations, "repeats": args.repeats, "results": results,
+                               "verify_pass_plan": pass_plans},
                               indent=2))
     for r in results:
         print(f"{r['kernel']:>6} rows {r['rows']:>3} vocab {r['vocab']:>6}: plan {r['plan_host_us']:7.1f} us host, "
               f"sample {r['sample_host_us']:7.1f} us host, {r['sample_device_us']:7.1f} us back-to-back, "
               f"step {r['step_host_us']:7.1f} us host ({r['table_step_host_us']:7.1f} from the row table)")
+    for r in pass_plans:
+        print(f"{r['kernel']:>6} pass plan {r['rows']} x {r['window']}: {r['host_plan_us']:7.1f} us on the host, "
+              f"{r['table_plan_us']:7.1f} us from the row table")
     print(f"wrote {out}")
 
 

@@ -185,6 +185,9 @@ def test_seeded_sampler_bench_writes_a_timing_per_kernel_rows_and_vocabulary(tmp
     assert [(r["kernel"], r["rows"], r["vocab"]) for r in result["results"]] == [("torch", 1, 512), ("torch", 3, 512)]
     assert all(r[k] > 0 for r in result["results"] for k in ("plan_host_us", "sample_host_us", "sample_device_us",
                                                                 "step_host_us"))
+    [pass_plan] = result["verify_pass_plan"]
+    assert (pass_plan["kernel"], pass_plan["rows"], pass_plan["window"]) == ("torch", 8, 32)
+    assert pass_plan["host_plan_us"] > 0 and pass_plan["table_plan_us"] > 0
     assert str(tmp_path) not in result["command"]
 
 

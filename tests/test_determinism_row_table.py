@@ -1,12 +1,14 @@
-"""The row table's decode-step plans against host plans of the same rows (PyTorch path, CPU).
+"""The row table's decode-step and verification-pass plans against host plans of the same rows (PyTorch path, CPU).
 The Triton path: tests/test_determinism_sampling_kernel.py (interpreter) and the GPU tests."""
+
+import dataclasses
 
 import pytest
 import torch
 
 from row_table_cases import POISON, table_step, written_ids
 from sglang_tokenweave.determinism.row_table import TOP_K_ALL, RowTable, supports
-from sglang_tokenweave.determinism.sampling import BATCH_ROWS, DRAW_KEY, GREEDY, MIN_P, TEMPERATURE, RowParams
+from sglang_tokenweave.determinism.sampling import BATCH_ROWS, DRAW_KEY, GREEDY, MIN_P, TEMPERATURE, RowParams, plan_sampling
 
 VOCAB = 300
 
@@ -59,3 +61,23 @@ def test_invalid_parameters_and_mismatched_inputs_are_refused():
         table.plan(torch.tensor([1, 2]), torch.tensor([5, 6, 7]), VOCAB)
     with pytest.raises(ValueError, match="sampling kernel must be one of"):
         table.plan(torch.tensor([1, 2]), torch.tensor([5, 6]), VOCAB, kernel="cuda")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_pass_plan_from_the_table_holds_the_host_plan_of_its_windows(seed):
+    """Row r of a pass replays request row rows[r] from starts[r]: input j samples position
+    starts[r] + j + 1. A dummy row (the padding row 0, never marked) is inactive."""
+    step, window = table_step("cpu", seed), 5
+    rows = [step.request_rows[i] for i in step.ours[:3]] + [0]
+    starts = [7, 40, (1 << 40) + 3, 0]
+    plan = step.table.plan_windows(torch.tensor(rows), torch.tensor(starts), window, VOCAB, kernel="torch")
+    fields = plan.fields.view(BATCH_ROWS + 1, -1)
+    real = [dataclasses.replace(step.params[r], position=s + j + 1) for r, s in zip(rows[:3], starts) for j in range(window)]
+    host = plan_sampling(real, VOCAB, "cpu").fields
+    n = len(real)
+    for field in (DRAW_KEY, TEMPERATURE, MIN_P, GREEDY):
+        assert torch.equal(fields[field, :n], host[field * n : (field + 1) * n]), field
+    assert fields[BATCH_ROWS].tolist() == [float(i) for i in range(n)] + [-1.0] * window
+    assert fields[GREEDY, n:].tolist() == [1.0] * window
+    with pytest.raises(ValueError, match=r"\(3,\) row starts for 4 request rows"):
+        step.table.plan_windows(torch.tensor(rows), torch.tensor(starts[:3]), window, VOCAB)

@@ -1,6 +1,6 @@
-"""The sampler hooks' choice between the row table and host plans, on stand-ins for SGLang's
-scheduler, batches and requests (no server): the same tokens either way, the table's rows
-written at prefills and cleared when the pool gives a row to another request."""
+"""The sampler hooks' and the verifier's choice between the row table and host plans, on
+stand-ins for SGLang's scheduler, batches and requests (no server): the same tokens either way,
+the table's rows written at prefills and cleared when the pool gives a row to another request."""
 
 import dataclasses
 from types import SimpleNamespace
@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from sglang_tokenweave.determinism.config import DeterminismConfig
+from sglang_tokenweave.determinism.groups import VerifyPass, VerifyRow
 from sglang_tokenweave.determinism.sampling import RowParams
 from sglang_tokenweave.determinism_glue import runtime as runtime_module
-from sglang_tokenweave.determinism_glue import sampling_hooks
+from sglang_tokenweave.determinism_glue import sampling_hooks, verifier
 from sglang_tokenweave.determinism_glue.markers import DETERMINISTIC_KEY
 from sglang_tokenweave.determinism_glue.scheduling import track_deterministic_req
 
@@ -87,3 +88,20 @@ def test_a_row_given_to_another_request_leaves_the_table(stand_ins):
     assert table.marked == set() and not table.values[3].any()
     # With nothing marked, decode steps are planned on the host again.
     assert step(stand_ins, batch_of([first, Req(6)], decode=True), torch.randn(2, VOCAB))[0] == "_HostRows"
+
+
+def test_a_verification_pass_is_planned_from_the_table_only_when_it_holds_every_request(stand_ins):
+    tabled, filtered = Req(3, seed=11, temperature=0.8), Req(5, seed=14, top_p=0.9)
+    for req in (tabled, filtered):
+        step(stand_ins, batch_of([req], decode=False), torch.randn(1, VOCAB))
+    by_key = {1: (0, tabled, None, 4), 2: (1, filtered, None, 4)}
+    dummy = VerifyRow(key=None, num_tokens=0, window=4)
+
+    def pass_of(*keys):
+        return VerifyPass(rows=tuple(VerifyRow(key=k, num_tokens=4, window=4) for k in keys) + (dummy,), window=4)
+
+    table = runtime_module.runtime().row_table
+    assert verifier._table_of_pass(pass_of(1), by_key) is table
+    assert verifier._table_of_pass(pass_of(1, 2), by_key) is None  # top-p: the host plan
+    table.mark([verifier.PAD_REQ_ROW], [RowParams(seed=1, position=0)])  # dummy rows would sample it
+    assert verifier._table_of_pass(pass_of(1), by_key) is None

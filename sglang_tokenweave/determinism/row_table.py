@@ -11,8 +11,9 @@ the host, no copy. Every row of the batch is in that plan; rows of other request
 
 The plan holds exactly what ``plan_sampling`` would put there for the same rows (the same draw
 keys, the same float32 parameters), so a row gets the same token from either plan.
-Rows with top-k or top-p cannot live here (those filters take the PyTorch path, which needs the
-host's row lists): ``supports``.
+Verification passes plan their rows from the table too (``plan_windows``), when it holds every
+request of the pass. Rows with top-k or top-p cannot live here (those filters take the PyTorch
+path, which needs the host's row lists): ``supports``.
 """
 
 from __future__ import annotations
@@ -98,6 +99,17 @@ class RowTable:
             raise ValueError(f"sampling kernel must be one of {SAMPLING_KERNELS}, got {kernel!r}")
         return SamplingPlan(fields, num_rows=rows, vocab_size=vocab_size, num_top_k=0, num_top_p=0, indexed=True,
                             all_greedy=False, max_top_k=0, any_min_p=True, skips_rows=True)
+
+    def plan_windows(self, request_rows: torch.Tensor, row_starts: torch.Tensor, window: int, vocab_size: int,
+                     kernel: str = "torch") -> SamplingPlan:
+        """The plan of a verification pass's rows, flattened row by row: row r holds ``window``
+        inputs of request row ``request_rows[r]`` from position ``row_starts[r]`` on (input j
+        samples the token at ``row_starts[r] + j + 1``). No work per row on the host."""
+        if row_starts.shape != request_rows.shape:
+            raise ValueError(f"{tuple(row_starts.shape)} row starts for {request_rows.shape[0]} request rows")
+        offsets = torch.arange(window, dtype=torch.int64, device=row_starts.device)
+        positions = (row_starts.to(torch.int64)[:, None] + offsets).reshape(-1)
+        return self.plan(request_rows.repeat_interleave(window), positions, vocab_size, kernel=kernel)
 
     def _fields_torch(self, request_rows: torch.Tensor, input_positions: torch.Tensor) -> torch.Tensor:
         entries = self.values[request_rows.to(torch.int64)]

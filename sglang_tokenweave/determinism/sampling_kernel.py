@@ -31,8 +31,10 @@ from .sampling import SamplingPlan
 _BLOCK = 1024
 _CHUNK = 2048  # tokens per program of the split strategy
 SPLIT_ABOVE = 8 * _BLOCK  # vocabularies larger than this take the split strategy
-# As seeds.draw_keys and seeds.token_uniform: the golden-ratio step, the draw key's bits, and a
-# token's uniform (bits + 0.5) / 2**TOKEN_BITS.
+# As seeds.mix64, seeds.draw_keys and seeds.token_uniform: the mixer's multipliers, the
+# golden-ratio step, the draw key's bits, and a token's uniform (bits + 0.5) / 2**TOKEN_BITS.
+_MIX_MUL1 = tl.constexpr(seeds.MIX_MUL1)
+_MIX_MUL2 = tl.constexpr(seeds.MIX_MUL2)
 _GOLDEN = tl.constexpr(seeds.GOLDEN)
 _DRAW_KEY_SHIFT = tl.constexpr(seeds.DRAW_KEY_SHIFT)
 _TOKEN_SHIFT = tl.constexpr(64 - seeds.TOKEN_BITS)
@@ -72,8 +74,8 @@ def _logits_row(logits_ptr, row_stride, fields_ptr, rows, row, INDEXED: tl.const
 @triton.jit
 def _mix64(x):
     """seeds.mix64 on uint64 (wrapping products, logical shifts)."""
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+    x = (x ^ (x >> 30)) * _MIX_MUL1
+    x = (x ^ (x >> 27)) * _MIX_MUL2
     return x ^ (x >> 31)
 
 

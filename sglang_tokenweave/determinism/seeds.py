@@ -27,15 +27,16 @@ DEFAULT_SEED = 0
 # Odd constant (2**64 / golden ratio): multiplying by it is a bijection modulo 2**64, so
 # distinct indices or positions give distinct inputs to the mixer below.
 GOLDEN = 0x9E3779B97F4A7C15
-_MUL1 = 0xBF58476D1CE4E5B9
-_MUL2 = 0x94D049BB133111EB
+# SplitMix64's two multipliers (mix64; the Triton kernels use them too).
+MIX_MUL1 = 0xBF58476D1CE4E5B9
+MIX_MUL2 = 0x94D049BB133111EB
 
 
 def mix64(x: int) -> int:
     """SplitMix64's finaliser: a bijection on 64-bit integers with full avalanche."""
     x &= MASK64
-    x = ((x ^ (x >> 30)) * _MUL1) & MASK64
-    x = ((x ^ (x >> 27)) * _MUL2) & MASK64
+    x = ((x ^ (x >> 30)) * MIX_MUL1) & MASK64
+    x = ((x ^ (x >> 27)) * MIX_MUL2) & MASK64
     return x ^ (x >> 31)
 
 
@@ -64,8 +65,8 @@ def choice_seed(seed: Optional[int], index: int) -> int:
 
 def _mix64_array(x: np.ndarray) -> np.ndarray:
     # Same function as mix64, on uint64 arrays (numpy wraps uint64 arithmetic modulo 2**64).
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(_MUL1)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(_MUL2)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(MIX_MUL1)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(MIX_MUL2)
     return x ^ (x >> np.uint64(31))
 
 
@@ -132,8 +133,8 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def _mix64_tensor(x: torch.Tensor) -> torch.Tensor:
-    x = (x ^ _shift_right(x, 30)) * _signed64(_MUL1)
-    x = (x ^ _shift_right(x, 27)) * _signed64(_MUL2)
+    x = (x ^ _shift_right(x, 30)) * _signed64(MIX_MUL1)
+    x = (x ^ _shift_right(x, 27)) * _signed64(MIX_MUL2)
     return x ^ _shift_right(x, 31)
 
 

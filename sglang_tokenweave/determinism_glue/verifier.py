@@ -9,7 +9,9 @@ fixed shape B rows x W tokens (``groups.plan_verify_passes``):
   KV slots, so the committed tokens' KV is rewritten by the verifier;
 - padding tokens and dummy rows write to SGLang's reserved padding slot 0 (and dummy rows use
   the reserved padding row 0 of the request-to-token table), so they cost no KV memory;
-- every position is sampled with (seed, position) from the pass's logits.
+- every position is sampled with (seed, position) from the pass's logits, planned on the device
+  from the row table where it holds every request of the pass (``determinism.row_table``), as
+  decode steps are; else on the host, row by row.
 The pass's shape, and so its kernels' reduction order, never depends on the load.
 """
 
@@ -91,10 +93,12 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     width = pool.req_to_token.shape[1]
     input_ids, pool_rows, prefix_lens, real_lens, sample_rows = [], [], [], [], []
     windows, reqs = {}, []  # key -> (window, {part: flat slots of that row's inputs})
+    table = _table_of_pass(verify_pass, by_key)
     for r, row in enumerate(verify_pass.rows):
         if row.key is None:
             prefix, pool_row, ids = 0, PAD_REQ_ROW, []
-            sample_rows += [RowParams(seed=0, position=j) for j in range(window)]
+            if table is None:
+                sample_rows += [RowParams(seed=0, position=j) for j in range(window)]
             reqs.append(None)
         else:
             _, req, det, tokens = by_key[row.key]
@@ -109,8 +113,9 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
                 # Its padding would take its own slots there (which would leak) and free slot 0.
                 raise RuntimeError(f"deterministic request {req.rid}: KV allocated past the verified window")
             slots[row.part] = range(r * window, r * window + len(ids))
-            # Row j samples the token after its input j, at position row start + j + 1.
-            sample_rows += [row_params(req, det, prefix + 1 + j) for j in range(window)]
+            if table is None:
+                # Row j samples the token after its input j, at position row start + j + 1.
+                sample_rows += [row_params(req, det, prefix + 1 + j) for j in range(window)]
             reqs.append(req)
         input_ids += ids
         input_ids += [PAD_TOKEN_ID] * (window - len(ids))
@@ -150,9 +155,13 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     with full_logits(), torch.inference_mode():
         forward_batch = ForwardBatch.init_new(batch, model_runner, return_hidden_states_before_norm=False)
         logits = run_forward(model_runner, forward_batch).logits_output.next_token_logits
+    kernel = runtime().config.sampling_kernel
     with torch.inference_mode():
-        plan = plan_sampling(sample_rows, logits.shape[1], device=logits.device)
-        verified_ids = sample(logits, plan, kernel=runtime().config.sampling_kernel)
+        if table is not None:
+            plan = table.plan_windows(inputs.pool_rows, inputs.row_starts, window, logits.shape[1], kernel=kernel)
+        else:
+            plan = plan_sampling(sample_rows, logits.shape[1], device=logits.device)
+        verified_ids = sample(logits, plan, kernel=kernel)
         logprobs = _logprobs(logits, plan, verified_ids, real_reqs)
         verified = verified_ids.tolist()  # waits for the pass: the timing below includes it
 
@@ -191,14 +200,25 @@ class _PassInputs:
         for start, values in zip(starts, segments):
             packed[start : start + len(values)] = values
         device_values = array_to_device(packed, pool.device)
-        self.input_ids, self.pool_rows, prefix, real, self.seq_lens = (
+        self.input_ids, self.pool_rows, self.row_starts, real, self.seq_lens = (
             device_values[start : start + len(values)] for start, values in zip(starts, segments))
         offsets = torch.arange(window, device=pool.device)
-        table_rows, table_cols = self.pool_rows[:, None], prefix[:, None] + offsets
+        table_rows, table_cols = self.pool_rows[:, None], self.row_starts[:, None] + offsets
         slots = pool.req_to_token[table_rows, table_cols]
         slots = torch.where(offsets < real[:, None], slots, PAD_SLOT)
         pool.req_to_token[table_rows, table_cols] = slots  # the real ones are written back unchanged
         self.out_cache_loc = slots.reshape(-1).to(torch.int64)
+
+
+def _table_of_pass(verify_pass, by_key):
+    """The row table, where it holds the sampling parameters of every request of the pass (then
+    the pass is planned on the device, as decode steps are; dummy rows sit at the padding row,
+    which no request holds); else None (the plan is made on the host, row by row)."""
+    table = runtime().row_table
+    if table is None or PAD_REQ_ROW in table.marked:
+        return None
+    rows = {by_key[row.key][1].req_pool_idx for row in verify_pass.rows if row.key is not None}
+    return table if rows <= table.marked else None
 
 
 def _set_seq_lens(running_batch, kv_lens: dict[int, int]) -> None:

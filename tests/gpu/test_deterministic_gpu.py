@@ -1,7 +1,7 @@
 """Deterministic requests on GPUs (run with ``pytest -m gpu``): the tiny model in bf16 at TP=1
-and TP=2 (TP=2 also with 2 blocks of lookahead), fast-path logits perturbed so that verification
-rolls back constantly, deterministic prompts sent alone and at concurrency 16 among other
-traffic: identical token ids every time, every KV slot free again afterwards; a stop token that
+and TP=2 (each also with 2 blocks of lookahead and the default sampling kernel), fast-path
+logits perturbed so that verification rolls back constantly, deterministic prompts sent alone
+and at concurrency 16 among other traffic: identical token ids every time, every KV slot free again afterwards; a stop token that
 the fast path proposes ends the output at the verified stop, with every slot freed."""
 
 import concurrent.futures as cf
@@ -30,9 +30,10 @@ CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
 
 
 # (TP, lookahead blocks, --deterministic-sampling-kernel or None for the default, the kernel that serves)
-@pytest.fixture(scope="module", params=[(1, 1, "torch", "torch"), (2, 1, "torch", "torch"),
-                                        (2, 2, "torch", "torch"), (2, 2, None, "triton (auto on --device cuda)")],
-                ids=["tp1", "tp2", "tp2-lookahead2", "tp2-lookahead2-default-sampler"])
+@pytest.fixture(scope="module", params=[(1, 1, "torch", "torch"), (1, 2, None, "triton (auto on --device cuda)"),
+                                        (2, 1, "torch", "torch"), (2, 2, "torch", "torch"),
+                                        (2, 2, None, "triton (auto on --device cuda)")],
+                ids=["tp1", "tp1-lookahead2-default-sampler", "tp2", "tp2-lookahead2", "tp2-lookahead2-default-sampler"])
 def server(request, start_server):
     tp, lookahead, kernel, serving_kernel = request.param
     if torch.cuda.device_count() < tp:
