@@ -241,3 +241,20 @@ def test_staged_copies_keep_their_values_and_dtype_and_refuse_others():
         assert out.dtype == torch.from_numpy(values).dtype and np.array_equal(out.numpy(), values)
     with pytest.raises(TypeError, match="float64 or int64, got int32"):
         array_to_device(np.array([1], dtype=np.int32), "cpu")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_pytorch_path_on_some_rows_gives_those_rows_tokens_of_all_rows(seed):
+    """Under the Triton kernel the filtered rows take the PyTorch path by themselves: their top-k
+    and top-p indices are re-based onto the rows taken, so each row keeps its filters."""
+    from sglang_tokenweave.determinism.sampling import _sample_torch
+
+    g = torch.Generator().manual_seed(seed)
+    rows = [random_params(70 + i, 300 + i, g) for i in range(24)]
+    logits = torch.randn(len(rows), V, generator=g) * 3
+    plan = plan_sampling(rows, V)
+    every = _sample_torch(logits, plan)
+    assert plan.any_filtered and plan.max_top_k and plan.top_p_rows.numel()
+    for taken in (plan.filtered_rows, torch.arange(len(rows)), torch.unique(torch.cat([plan.filtered_rows,
+                                                                                     torch.tensor([0, 5, 23])]))):
+        assert torch.equal(_sample_torch(logits, plan, taken), every[taken])

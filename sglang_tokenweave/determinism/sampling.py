@@ -245,7 +245,7 @@ def sample(logits: torch.Tensor, plan: SamplingPlan, kernel: str = "torch") -> t
         from .sampling_kernel import sample_unfiltered
 
         ids = sample_unfiltered(logits, plan)
-        if plan.any_filtered:  # the PyTorch path's noise for those rows only (F x V, not N x V)
+        if plan.any_filtered:  # the PyTorch path for those rows only (F x V, not N x V)
             ids[plan.filtered_rows] = _sample_torch(logits, plan, plan.filtered_rows)
         return ids
     return _sample_torch(logits, plan)
@@ -285,27 +285,48 @@ def _check_kernel(kernel: str) -> None:
 
 
 def _sample_torch(logits: torch.Tensor, plan: SamplingPlan, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Tokens of every row, or of ``rows`` (ascending indices) only."""
+    """Tokens of every row, or of ``rows`` only (ascending indices, every top-k / top-p row among
+    them): then only those rows' logits are scaled, filtered and searched."""
+    fields = _RowFields.of(plan, rows)
+    if rows is not None:
+        logits = logits.index_select(0, rows)
     greedy_ids = torch.argmax(logits, dim=-1)
     if plan.all_greedy:
-        return greedy_ids if rows is None else greedy_ids[rows]
+        return greedy_ids
 
-    scaled = torch.div(logits.float(), plan.temperature[:, None])  # s: a new tensor, updated in place
+    scaled = torch.div(logits.float(), fields.temperature[:, None])  # s: a new tensor, updated in place
     scaled.sub_(scaled.amax(dim=-1, keepdim=True))
     rel = scaled.exp()
     if plan.max_top_k:
-        rel = _on_rows(rel, plan.top_k_rows, lambda r: _top_k_filter(r, plan.top_k, plan.max_top_k))
-    if plan.top_p_rows.numel():
-        rel = _on_rows(rel, plan.top_p_rows, lambda r: _top_p_filter(r, plan.top_p))
+        rel = _on_rows(rel, fields.top_k_rows, lambda r: _top_k_filter(r, plan.top_k, plan.max_top_k))
+    if fields.top_p_rows.numel():
+        rel = _on_rows(rel, fields.top_p_rows, lambda r: _top_p_filter(r, plan.top_p))
     if plan.any_min_p:
-        rel.mul_(rel >= plan.min_p[:, None])
+        rel.mul_(rel >= fields.min_p[:, None])
     # Filtered tokens have r = 0. So do tokens with s below -87 (float32's exp underflows), which
     # the Triton kernels keep: neither kind can win, as no token's noise exceeds 37.
-    def pick(values: torch.Tensor) -> torch.Tensor:  # the rows asked for
-        return values if rows is None else values[rows]
+    return torch.where(fields.greedy, greedy_ids, _gumbel_argmax(scaled, rel > 0, fields.draw_key))
 
-    return torch.where(pick(plan.greedy), pick(greedy_ids),
-                       _gumbel_argmax(pick(scaled), pick(rel > 0), pick(plan.draw_key)))
+
+@dataclasses.dataclass
+class _RowFields:
+    """The PyTorch path's per-row inputs, of every row of a plan or of some of its rows."""
+
+    temperature: torch.Tensor
+    min_p: torch.Tensor
+    greedy: torch.Tensor
+    draw_key: torch.Tensor
+    top_k_rows: torch.Tensor  # indices among the rows taken
+    top_p_rows: torch.Tensor
+
+    @classmethod
+    def of(cls, plan: SamplingPlan, rows: torch.Tensor | None) -> "_RowFields":
+        per_row = (plan.temperature, plan.min_p, plan.greedy, plan.draw_key)
+        if rows is None:
+            return cls(*per_row, plan.top_k_rows, plan.top_p_rows)
+        # A filtered row's place among ``rows`` (ascending, so a binary search finds it).
+        return cls(*(values.index_select(0, rows) for values in per_row),
+                   torch.searchsorted(rows, plan.top_k_rows), torch.searchsorted(rows, plan.top_p_rows))
 
 
 def _gumbel_argmax(scaled: torch.Tensor, kept: torch.Tensor, draw_key: torch.Tensor) -> torch.Tensor:
