@@ -16,8 +16,11 @@ loaded run are compared with their solo runs (``identical``: the share that matc
 rollback rate (tokens rolled back / tokens verified, from /metrics) is reported with every row: random-weight models give flat token distributions
 and many more mismatches than trained models. ``--logit-scale K`` multiplies the output
 projection by K (a written model is written so; a checkpoint is served as a scaled copy): peakier
-token distributions, closer to a trained model's, and so fewer near-ties for the fast path and
-the verifier to break differently (the JSON says how the model was made).
+token distributions, but as many near-ties for the fast path and the verifier to break
+differently, since the rounding differences scale with the logits. ``--successor-strength S``
+writes a model that favours a fixed successor of each token by a margin that does not scale so,
+as a trained model favours its confident tokens: fewer near-ties (the JSON says how the model
+was made).
 Each row also gives the share of wall time spent in verification passes. Output:
 benchmarks/results/bench_determinism_<card>_tp<N>[_<tag>].json and .png, rewritten after every row.
 
@@ -127,10 +130,11 @@ def bench_model(args) -> tuple[str, str, bool]:
         return args.model_path, name, False
     config = MODEL_SHAPES[args.model_shape]
     target = Path(tempfile.mkdtemp(prefix="det-bench-model-"))
-    write_tiny_model(target, config, lm_head_scale=4.0 * args.logit_scale)
+    write_tiny_model(target, config, lm_head_scale=4.0 * args.logit_scale, successor_strength=args.successor_strength)
+    successors = f", successor strength {args.successor_strength:g}" if args.successor_strength else ""
     how = (f"{args.model_shape}: Llama, {config['num_hidden_layers']} layers, hidden {config['hidden_size']}, "
            f"vocab {config['vocab_size']}, random weights written by sglang_tokenweave/tiny_model.py, "
-           f"{config['torch_dtype']}{scaled}")
+           f"{config['torch_dtype']}{scaled}{successors}")
     return str(target), how, True
 
 
@@ -296,12 +300,17 @@ def main() -> None:
                         help="which configurations to run (comma-separated)")
     parser.add_argument("--logit-scale", type=float, default=1.0,
                         help="serve a copy of the model with lm_head multiplied by this (see above)")
+    parser.add_argument("--successor-strength", type=float, default=0.0,
+                        help="a written model (no --model-path) favours a fixed successor of each token by "
+                        "this much (tiny_model.write_tiny_model): fewer near-ties, as in a trained model")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--profile-scheduler", action="store_true",
                         help="one more run per row, outside the numbers, with py-spy on the TP-0 scheduler: a "
                         "per-function summary per row beside the result (raw stacks under logs/)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    if args.model_path and args.successor_strength:
+        parser.error("--successor-strength shapes a written model; it cannot change --model-path's")
 
     model_path, model_how, temporary = bench_model(args)
     variants = args.ours_variant or [("default", [])]

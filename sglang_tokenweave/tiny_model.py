@@ -96,9 +96,17 @@ def tiny_model_path() -> Path:
     return target
 
 
-def write_tiny_model(folder: Path, config: dict = TINY_LLAMA, lm_head_scale: float = 4.0) -> None:
+def write_tiny_model(folder: Path, config: dict = TINY_LLAMA, lm_head_scale: float = 4.0,
+                     successor_strength: float = 0.0) -> None:
     """Write a checkpoint of ``config`` (``TINY_LLAMA`` or a larger shape of it) with random
-    weights; ``lm_head_scale`` > 4 makes the token distributions peakier."""
+    weights; ``lm_head_scale`` > 4 makes the token distributions peakier.
+
+    ``successor_strength`` > 0 gives every ordinary token a fixed successor (a permutation) and
+    adds the token's embedding, times the strength, to its successor's output row: the model then
+    tends to predict the successor with a margin over the rest, as a trained model predicts its
+    confident tokens. Scaling the output alone cannot do that: it scales the logits' noise with
+    their gaps, so near-ties between kernels' rounding stay as frequent. 0 (the default) writes
+    pure noise, the same weights as before the option existed."""
     if config["vocab_size"] != TINY_LLAMA["vocab_size"]:
         raise ValueError("the tokenizer is trained for the tiny model's vocabulary size")
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +115,7 @@ def write_tiny_model(folder: Path, config: dict = TINY_LLAMA, lm_head_scale: flo
         json.dumps({"bos_token_id": 1, "eos_token_id": 2, "do_sample": False})
     )
     _write_tokenizer(folder)
-    _write_weights(folder, config, lm_head_scale)
+    _write_weights(folder, config, lm_head_scale, successor_strength)
 
 
 def _write_tokenizer(folder: Path) -> None:
@@ -148,7 +156,7 @@ def _write_tokenizer(folder: Path) -> None:
     )
 
 
-def _write_weights(folder: Path, c: dict, lm_head_scale: float) -> None:
+def _write_weights(folder: Path, c: dict, lm_head_scale: float, successor_strength: float) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -182,7 +190,35 @@ def _write_weights(folder: Path, c: dict, lm_head_scale: float) -> None:
         )
     tensors["model.norm.weight"] = norm_weight()
     tensors["lm_head.weight"] = rand(vocab, hidden) * lm_head_scale  # peakier logits than uniform noise
+    if successor_strength:
+        tensors["lm_head.weight"] += _successor_rows(tensors["model.embed_tokens.weight"], successor_strength
+                                                     * lm_head_scale).to(dtype)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _successor_rows(embed, strength: float):
+    """Output rows that raise each ordinary token's successor: row ``successor_of(t)`` gets
+    ``strength * embed[t] / sqrt(hidden)`` (a unit-variance logit per unit of the final hidden
+    state's alignment with ``embed[t]``). Special tokens neither have nor are successors."""
+    import torch
+
+    vocab, hidden = embed.shape
+    rows = torch.zeros(vocab, hidden)
+    rows[_successors(vocab)] = embed[len(SPECIAL_TOKENS):].float() * (strength / hidden**0.5)
+    return rows
+
+
+def successor_of(token: int, vocab: int = TINY_LLAMA["vocab_size"]) -> int:
+    """The token that ``successor_strength`` favours after ``token`` (an ordinary token)."""
+    return int(_successors(vocab)[token - len(SPECIAL_TOKENS)])
+
+
+def _successors(vocab: int):
+    """Entry i: the successor of ordinary token ``len(SPECIAL_TOKENS) + i``; a fixed permutation."""
+    import torch
+
+    first = len(SPECIAL_TOKENS)
+    return torch.randperm(vocab - first, generator=torch.Generator().manual_seed(SEED + 1)) + first
 
 
 if __name__ == "__main__":

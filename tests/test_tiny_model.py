@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -40,3 +42,19 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     assert tiny_model.tiny_model_path() == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert first.parent == tmp_path
+
+
+def test_successor_strength_leaves_every_other_weight_and_favours_each_tokens_successor(tmp_path):
+    tiny_model.write_tiny_model(tmp_path / "plain")
+    tiny_model.write_tiny_model(tmp_path / "succ", successor_strength=2.0)
+    plain, succ = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("plain", "succ"))
+    assert all((plain[k] == succ[k]).all() for k in plain if k != "lm_head.weight")
+    assert not (plain["lm_head.weight"] == succ["lm_head.weight"]).all()
+    embed = succ["model.embed_tokens.weight"].float()
+    first = len(tiny_model.SPECIAL_TOKENS)
+    # A hidden state aligned with a token's embedding scores that token's successor highest.
+    favoured = (embed[first:] @ succ["lm_head.weight"].float().T).argmax(-1)
+    expected = [tiny_model.successor_of(t) for t in range(first, embed.shape[0])]
+    assert (favoured == torch.tensor(expected)).float().mean() > 0.95
+    assert sorted(expected) == list(range(first, embed.shape[0]))  # a permutation of ordinary tokens
+    assert (plain["lm_head.weight"][:first] == succ["lm_head.weight"][:first]).all()  # no special successor
