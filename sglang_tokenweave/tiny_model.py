@@ -104,8 +104,10 @@ def write_tiny_model(folder: Path, config: dict = TINY_LLAMA, lm_head_scale: flo
     ``successor_strength`` > 0 gives every ordinary token a fixed successor (a permutation) and
     adds the token's embedding, times the strength, to its successor's output row: the model then
     tends to predict the successor with a margin over the rest, as a trained model predicts its
-    confident tokens. Scaling the output alone cannot do that: it scales the logits' noise with
-    their gaps, so near-ties between kernels' rounding stay as frequent. 0 (the default) writes
+    confident tokens: the successor's logit gains ``successor_strength * cos * sqrt(hidden)``
+    standard deviations of the random logits, cos being the cosine between the final hidden
+    state and the token's embedding. Scaling the output alone cannot do that: it scales the
+    logits' noise with their gaps, so near-ties between kernels' rounding stay as frequent. 0 (the default) writes
     pure noise, the same weights as before the option existed."""
     if config["vocab_size"] != TINY_LLAMA["vocab_size"]:
         raise ValueError("the tokenizer is trained for the tiny model's vocabulary size")
@@ -191,15 +193,14 @@ def _write_weights(folder: Path, c: dict, lm_head_scale: float, successor_streng
     tensors["model.norm.weight"] = norm_weight()
     tensors["lm_head.weight"] = rand(vocab, hidden) * lm_head_scale  # peakier logits than uniform noise
     if successor_strength:
-        tensors["lm_head.weight"] += _successor_rows(tensors["model.embed_tokens.weight"], successor_strength
-                                                     * lm_head_scale).to(dtype)
+        raised = _successor_rows(tensors["model.embed_tokens.weight"], successor_strength * lm_head_scale)
+        tensors["lm_head.weight"] += raised.to(dtype)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _successor_rows(embed, strength: float):
-    """Output rows that raise each ordinary token's successor: row ``successor_of(t)`` gets
-    ``strength * embed[t] / sqrt(hidden)`` (a unit-variance logit per unit of the final hidden
-    state's alignment with ``embed[t]``). Special tokens neither have nor are successors."""
+    """Output rows that raise each ordinary token's successor: row ``successor_of(t)`` is
+    ``strength * embed[t] / sqrt(hidden)``. Special tokens neither have nor are successors."""
     import torch
 
     vocab, hidden = embed.shape
