@@ -102,13 +102,13 @@ def write_tiny_model(folder: Path, config: dict = TINY_LLAMA, lm_head_scale: flo
     weights; ``lm_head_scale`` > 4 makes the token distributions peakier.
 
     ``successor_strength`` > 0 gives every ordinary token a fixed successor (a permutation) and
-    adds the token's embedding, times the strength, to its successor's output row: the model then
-    tends to predict the successor with a margin over the rest, as a trained model predicts its
-    confident tokens: the successor's logit gains ``successor_strength * cos * sqrt(hidden)``
-    standard deviations of the random logits, cos being the cosine between the final hidden
-    state and the token's embedding. Scaling the output alone cannot do that: it scales the
-    logits' noise with their gaps, so near-ties between kernels' rounding stay as frequent. 0 (the default) writes
-    pure noise, the same weights as before the option existed."""
+    adds the token's embedding, times the strength, to its successor's output row. The model then
+    predicts the successor with a margin over the rest, as a trained model predicts its confident
+    tokens: the successor's logit gains ``successor_strength * cos * sqrt(hidden)`` standard
+    deviations of the random logits (cos: between the final hidden state and the token's
+    embedding). Scaling the output alone cannot do that: it scales the logits' rounding noise with
+    their gaps, so near-ties stay as frequent. 0 (the default) writes the same weights as before
+    the option existed."""
     if config["vocab_size"] != TINY_LLAMA["vocab_size"]:
         raise ValueError("the tokenizer is trained for the tiny model's vocabulary size")
     folder.mkdir(parents=True, exist_ok=True)
