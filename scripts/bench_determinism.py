@@ -257,7 +257,7 @@ def versions() -> dict:
 
 def plot(rows: list[dict], path: Path) -> None:
     plt = pyplot()
-    if plt is None:
+    if plt is None or not rows:
         return
     ours = [r for r in rows if r["server"] == "ours"]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -274,7 +274,9 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.annotate(f"rb {r['rollback_rate']:.1%}", (r["det_fraction"], r["throughput_tok_s"]))
     ax.set_xlabel("fraction of deterministic requests")
     ax.set_ylabel("output tokens / s")
-    ax.legend()
+    # From zero, so that a few percent look like a few percent.
+    ax.set_ylim(0, 1.15 * max(r["throughput_tok_s"] for r in rows))
+    ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
 
