@@ -24,6 +24,7 @@ from sglang_tokenweave.determinism.config import (
     DEFAULT_LOOKAHEAD_BLOCKS,
     DEFAULT_VERIFY_ROWS,
     DEFAULT_WINDOW,
+    LOGITS_DTYPE_CHOICES,
     SAMPLING_KERNEL_CHOICES,
     VERIFY_ROWS_RANGE,
     WINDOW_RANGE,
@@ -52,6 +53,7 @@ class OverlayConfig:
     deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
     deterministic_verify_eager: bool = False
     deterministic_sampling_kernel: str = "auto"
+    deterministic_logits: str = "auto"
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
     # verification must roll tokens back. Never set in production.
     deterministic_test_perturb_logits: float = 0.0
@@ -192,6 +194,15 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         "'triton' (one to three Triton kernels for rows without top-k / top-p; CUDA only) or 'auto' "
         "(triton on CUDA GPUs, torch elsewhere). Either kernel is deterministic; they may differ in "
         "rare tokens, so outputs are reproducible per kernel (default: %(default)s).",
+    )
+    det.add_argument(
+        "--deterministic-logits",
+        choices=LOGITS_DTYPE_CHOICES,
+        default=OverlayConfig.deterministic_logits,
+        help="The LM head's output dtype for every request of the server: 'float32' keeps the GEMM's "
+        "float32 result instead of rounding it to the model dtype (same GEMM; far fewer verification "
+        "mismatches), 'model' is SGLang's, 'auto' is float32 on CUDA GPUs and model elsewhere "
+        "(default: %(default)s).",
     )
     det.add_argument(
         "--deterministic-test-perturb-logits",

@@ -176,6 +176,14 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         why="sample deterministic rows with the batch-invariant seeded sampler the verifier also uses",
     ),
     PatchTarget(
+        target="sglang.srt.layers.logits_processor.LogitsProcessor._compute_lm_head",
+        hook="sglang_tokenweave.determinism_glue.lm_head:compute_lm_head",
+        kind="around",
+        feature="deterministic_requests",
+        why="float32 logits (--deterministic-logits): bf16-rounded logits turn last-bit differences "
+        "between the fast path and the verifier into whole rounding steps, and so into rollbacks",
+    ),
+    PatchTarget(
         target="sglang.srt.layers.logits_processor.LogitsProcessor._get_pruned_states",
         hook="sglang_tokenweave.determinism_glue.sampling_hooks:keep_every_position",
         kind="around",

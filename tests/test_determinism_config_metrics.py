@@ -40,7 +40,7 @@ def test_triton_sampling_kernel_is_for_cuda_only():
 def test_the_server_resolves_the_sampling_kernel_for_its_device(kernel, device, chosen):
     assert resolve_sampling_kernel(kernel, device) == chosen
     config = DeterminismConfig(window=16, sampling_kernel=kernel).for_device(device)
-    assert config == DeterminismConfig(window=16, sampling_kernel=chosen)
+    assert config.sampling_kernel == chosen and config.window == 16
 
 
 def test_default_lookahead_never_exceeds_the_verification_rows():
@@ -86,4 +86,10 @@ def test_metrics_count_commits_and_rollbacks():
         "isolated_prefills": 1,
         "fast_path_steps": 2,
         "sampler_seconds": 1.0,
+        "tokens_verified_greedy": 0,
+        "tokens_rolled_back_greedy": 0,
+        "mismatch_offset_0_3": 1,  # the first mismatch was the window's second token
+        "mismatch_offset_4_15": 0,
+        "mismatch_offset_16_31": 0,
+        "mismatch_offset_32_up": 0,
     }

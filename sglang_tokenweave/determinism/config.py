@@ -40,6 +40,10 @@ DEFAULT_LOOKAHEAD_BLOCKS = 2
 SAMPLING_KERNELS = ("torch", "triton")
 # The flag's choices: "auto" picks one of SAMPLING_KERNELS for the server's device.
 SAMPLING_KERNEL_CHOICES = ("auto", *SAMPLING_KERNELS)
+# The LM head's output dtype in a server that accepts deterministic requests: "float32" keeps
+# the GEMM's float32 accumulator instead of rounding it to the model dtype; "model" is SGLang's.
+LOGITS_DTYPES = ("float32", "model")
+LOGITS_DTYPE_CHOICES = ("auto", *LOGITS_DTYPES)
 
 
 def sampling_kernel_error(kernel: str, device: str) -> str | None:
@@ -62,6 +66,22 @@ def resolve_sampling_kernel(kernel: str, device: str) -> str:
     return kernel
 
 
+def resolve_logits_dtype(choice: str, device: str) -> str:
+    """The logits dtype that serves on SGLang's ``--device``: ``auto`` is float32 on CUDA GPUs.
+
+    Why: SGLang rounds the LM head's output to bf16 before upcasting it. A logit near 16 then
+    moves in steps of 0.125, so a last-bit difference between the fast path's hidden state and
+    the verifier's can turn into a whole step, enough to reorder near-tied candidates and roll
+    a window back. Keeping the float32 accumulator costs the same GEMM (cuBLAS writes float32
+    instead of bf16); the difference left is the hidden state's own. On CPUs ``auto`` keeps
+    SGLang's numerics (no float32-output GEMM there; ``float32`` upcasts the operands)."""
+    if choice not in LOGITS_DTYPE_CHOICES:
+        raise ValueError(f"logits dtype must be one of {LOGITS_DTYPE_CHOICES}, got {choice!r}")
+    if choice == "auto":
+        return "float32" if device == "cuda" else "model"
+    return choice
+
+
 @dataclasses.dataclass(frozen=True)
 class DeterminismConfig:
     window: int = DEFAULT_WINDOW  # W: unverified tokens that trigger a verification
@@ -76,6 +96,9 @@ class DeterminismConfig:
     # How deterministic rows are sampled (SAMPLING_KERNEL_CHOICES), fast path and verifier
     # alike; a server resolves "auto" for its device (``for_device``).
     sampling_kernel: str = "auto"
+    # The LM head's output dtype (LOGITS_DTYPE_CHOICES) for every request of the server, so the
+    # fast path and the verifier round alike; resolved for the device by ``for_device``.
+    logits_dtype: str = "auto"
 
     def __post_init__(self):
         low, high = WINDOW_RANGE
@@ -93,12 +116,15 @@ class DeterminismConfig:
         if self.sampling_kernel not in SAMPLING_KERNEL_CHOICES:
             raise ValueError(f"sampling_kernel must be one of {SAMPLING_KERNEL_CHOICES}, "
                              f"got {self.sampling_kernel!r}")
+        if self.logits_dtype not in LOGITS_DTYPE_CHOICES:
+            raise ValueError(f"logits_dtype must be one of {LOGITS_DTYPE_CHOICES}, got {self.logits_dtype!r}")
         if not self.perturb_logits >= 0.0:
             raise ValueError(f"perturb_logits must be >= 0, got {self.perturb_logits}")
 
     def for_device(self, device: str) -> "DeterminismConfig":
-        """This configuration with the sampling kernel resolved for SGLang's ``--device``."""
-        return dataclasses.replace(self, sampling_kernel=resolve_sampling_kernel(self.sampling_kernel, device))
+        """This configuration with the sampling kernel and logits dtype resolved for SGLang's ``--device``."""
+        return dataclasses.replace(self, sampling_kernel=resolve_sampling_kernel(self.sampling_kernel, device),
+                                   logits_dtype=resolve_logits_dtype(self.logits_dtype, device))
 
     @property
     def tokens_per_pass(self) -> int:
@@ -108,7 +134,7 @@ class DeterminismConfig:
     def from_flags(cls, flags) -> "DeterminismConfig":
         """From the overlay's parsed flags (``deterministic_window``, ``..._verify_rows``,
         ``..._lookahead_blocks``, ``..._test_perturb_logits``, ``..._verify_eager``,
-        ``..._sampling_kernel``)."""
+        ``..._sampling_kernel``, ``..._logits``)."""
         return cls(
             window=flags.deterministic_window,
             verify_rows=flags.deterministic_verify_rows,
@@ -116,4 +142,5 @@ class DeterminismConfig:
             perturb_logits=flags.deterministic_test_perturb_logits,
             verify_eager=flags.deterministic_verify_eager,
             sampling_kernel=flags.deterministic_sampling_kernel,
+            logits_dtype=flags.deterministic_logits,
         )

@@ -7,6 +7,11 @@ import dataclasses
 from .state import CommitResult
 
 
+# (lowest offset, counter): the first mismatch's offset in its verified window, highest first.
+MISMATCH_OFFSET_BUCKETS = ((32, "mismatch_offset_32_up"), (16, "mismatch_offset_16_31"),
+                           (4, "mismatch_offset_4_15"), (0, "mismatch_offset_0_3"))
+
+
 @dataclasses.dataclass
 class DeterminismMetrics:
     requests: int = 0  # deterministic choices admitted
@@ -23,6 +28,14 @@ class DeterminismMetrics:
     # step while a deterministic request holds a row of it)
     fast_path_steps: int = 0
     sampler_seconds: float = 0.0  # host time of seeded sampling in those batches (SGLang's own not counted)
+    # Where rollbacks come from: verified / dropped tokens of greedy rows (the rest are sampled),
+    # and the offset in the verified window of each first mismatch, in MISMATCH_OFFSET_BUCKETS.
+    tokens_verified_greedy: int = 0
+    tokens_rolled_back_greedy: int = 0
+    mismatch_offset_0_3: int = 0
+    mismatch_offset_4_15: int = 0
+    mismatch_offset_16_31: int = 0
+    mismatch_offset_32_up: int = 0
 
     def on_request(self) -> None:
         self.requests += 1
@@ -32,12 +45,19 @@ class DeterminismMetrics:
         self.verification_rows += real_rows
         self.verification_seconds += seconds
 
-    def on_commit(self, result: CommitResult, tokens_verified: int = 0) -> None:
-        """Record a CommitResult; ``tokens_verified`` is the window length (0 for a prefill)."""
+    def on_commit(self, result: CommitResult, tokens_verified: int = 0, greedy: bool = False) -> None:
+        """Record a CommitResult; ``tokens_verified`` is the window length (0 for a prefill),
+        ``greedy`` whether the request samples greedily."""
         self.tokens_verified += tokens_verified
         self.tokens_committed += len(result.committed_ids)
         self.tokens_rolled_back += result.num_dropped
         self.rollback_events += result.rolled_back
+        if greedy:
+            self.tokens_verified_greedy += tokens_verified
+            self.tokens_rolled_back_greedy += result.num_dropped
+        if result.rolled_back:
+            field = next(name for low, name in MISMATCH_OFFSET_BUCKETS if result.num_accepted >= low)
+            setattr(self, field, getattr(self, field) + 1)
 
     def on_sampled(self, is_decode: bool, seconds: float) -> None:
         """A batch's deterministic rows were sampled: a fast-path step, or an isolated prefill."""

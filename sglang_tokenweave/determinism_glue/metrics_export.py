@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from sglang_tokenweave import report
-from sglang_tokenweave.determinism.metrics import DeterminismMetrics
+from sglang_tokenweave.determinism.metrics import MISMATCH_OFFSET_BUCKETS, DeterminismMetrics
 
 PREFIX = "sglang_tokenweave:deterministic_"
 # counter name -> (DeterminismMetrics field, help text)
@@ -26,6 +26,11 @@ COUNTERS = {
     "isolated_prefills": ("isolated_prefills", "Prefill batches (chunks) run for one deterministic request alone."),
     "fast_path_steps": ("fast_path_steps", "Decode steps that sampled deterministic rows."),
     "sampler_seconds": ("sampler_seconds", "Host time of seeded sampling of deterministic rows."),
+    "tokens_verified_greedy": ("tokens_verified_greedy", "Verified tokens of greedy requests."),
+    "tokens_rolled_back_greedy": ("tokens_rolled_back_greedy", "Rolled-back tokens of greedy requests."),
+    **{name: (name, f"First mismatches at offsets {name.removeprefix('mismatch_offset_').replace('_', '-')} "
+                    "of their verified window.")
+       for _, name in MISMATCH_OFFSET_BUCKETS},
 }
 
 # The status report is a file, rewritten at most this often while busy (and when idle):

@@ -78,7 +78,8 @@ def prepare_scheduler(scheduler, server_args, *args, **kwargs):
     if requested != kernel:
         kernel += f" ({requested} on --device {server_args.device})"
     report.set_feature_status(FEATURE, True, f"window W={cfg.window}, verify rows B={cfg.verify_rows}, "
-                                         f"lookahead blocks L={cfg.lookahead_blocks}, sampling kernel {kernel}")
+                                         f"lookahead blocks L={cfg.lookahead_blocks}, sampling kernel {kernel}, "
+                                         f"logits {cfg.logits_dtype}")
     return None
 
 

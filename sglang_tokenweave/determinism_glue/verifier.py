@@ -174,7 +174,7 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
         token_slots = input_slots[w.num_replayed :]  # replayed inputs re-derive committed tokens
         committed_before = det.state.num_committed
         result = det.state.apply_verification([verified[s] for s in token_slots], num_tokens=tokens)
-        rt.metrics.on_commit(result, tokens_verified=tokens)
+        rt.metrics.on_commit(result, tokens_verified=tokens, greedy=row_params(req, det, 0).greedy)
         if req.return_logprob:
             _set_logprobs(req, committed_before, result, logprobs, token_slots)
         _apply(scheduler, req, det, result)
