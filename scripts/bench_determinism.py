@@ -238,6 +238,7 @@ def summarize(runs: list[tuple[list[float], list[list[int]], float]], solo: dict
         "isolated_prefills": _per_run(delta, "isolated_prefills", len(runs)),
         "fast_path_steps": _per_run(delta, "fast_path_steps", len(runs)),
         "sampler_time_share": (delta["sampler_seconds"] / sum(walls)) if "sampler_seconds" in delta else None,
+        "counters": delta,  # every counter's increase over the runs (rollbacks by cause among them)
     }
 
 
