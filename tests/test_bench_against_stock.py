@@ -52,12 +52,16 @@ def test_runs_too_few_or_without_stock_are_refused(argv, message, capsys):
 
 def test_stock_runs_sglang_defaults_with_multicast_off_and_ours_adds_only_its_flag():
     inherited = {"PATH": "/bin", "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2": "0", "SGLANG_TOKENWEAVE": "1",
-                 "SGLANG_TOKENWEAVE_ARGS": "--enable-tokenweave", "NCCL_NVLS_ENABLE": "1",
-                 "SGLANG_TOKENWEAVE_CACHE_DIR": "/cache"}
+                 "SGLANG_TOKENWEAVE_ARGS": "--enable-tokenweave", "NCCL_NVLS_ENABLE": "1", "NCCL_ALGO": "Tree",
+                 "SGLANG_ENABLE_DETERMINISTIC_INFERENCE": "1", "SGLANG_CUSTOM_ALL_REDUCE_V2_MAX_SIZE_KB": "64",
+                 "SGLANG_TOKENWEAVE_CACHE_DIR": "/cache", "SGLANG_LOG_LEVEL": "info"}
     stock = model_bench.side_env(model_bench.side_flags("stock", None), "/w/p", base=inherited)
     ours = model_bench.side_env(model_bench.side_flags("ours", None), "/w/p", base=inherited)
     assert model_bench.recorded_env(stock) == {**MULTICAST_OFF_SWITCHES, PATHS_ENV: "(path)",
-                                               "SGLANG_TOKENWEAVE_CACHE_DIR": "(path)"}
+                                               "SGLANG_TOKENWEAVE_CACHE_DIR": "(path)", "SGLANG_LOG_LEVEL": "info"}
+    assert model_bench.dropped_env(inherited) == [
+        "NCCL_ALGO", "SGLANG_CUSTOM_ALL_REDUCE_V2_MAX_SIZE_KB", "SGLANG_ENABLE_DETERMINISTIC_INFERENCE",
+        "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2", "SGLANG_TOKENWEAVE", "SGLANG_TOKENWEAVE_ARGS"]
     assert stock["PATH"] == "/bin" and stock[PATHS_ENV] == "/w/p"
     assert {k: v for k, v in ours.items() if k not in stock} == {"SGLANG_TOKENWEAVE": "1",
                                                                  "SGLANG_TOKENWEAVE_ARGS": "--enable-tokenweave"}
@@ -134,8 +138,8 @@ def test_result_holds_medians_spreads_paired_speedups_paths_and_each_side(monkey
     sides = result["sides"]
     stock_env = sides["stock"]["env"]
     assert {k: stock_env[k] for k in MULTICAST_OFF_SWITCHES} == MULTICAST_OFF_SWITCHES
-    assert not [k for k in stock_env if k.startswith("SGLANG_") and not k.startswith("SGLANG_TOKENWEAVE_")]
-    assert "SGLANG_TOKENWEAVE" not in stock_env and "SGLANG_TOKENWEAVE_ARGS" not in stock_env
+    assert "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2" in sides["stock"]["dropped_env"]
+    assert not {"SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2", "SGLANG_TOKENWEAVE", "SGLANG_TOKENWEAVE_ARGS"} & set(stock_env)
     assert sides["ours"]["env"]["SGLANG_TOKENWEAVE_ARGS"] == "--enable-tokenweave"
     assert sides["stock"]["allreduce"] == setup and sides["ours"]["overlay_status"].startswith("tokenweave active")
     assert result["multicast_pointers"] == {"stock": "all 0", "ours": "all 0"}
