@@ -1,17 +1,23 @@
 """What a result file records of its run: the command line, enough to rerun it anywhere and
 nothing of the machine it ran on (output folders are dropped, file arguments keep their names
 only), the card, with the short name that result files are named by, the commit with a flag for
-uncommitted changes, and the installed versions (from package metadata, never typed in)."""
+uncommitted changes, and the installed versions (from package metadata, never typed in); and
+which inherited variables no benchmark process may get (they would change one side only)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DROPPED = ("--out-dir", "--output")  # where results went
+# Inherited variables that would switch the overlay on, or change SGLang's all-reduce or its
+# deterministic mode, for one side of a comparison only: no benchmark process gets them.
+ENV_OVERRIDES = re.compile(r"^SGLANG_TOKENWEAVE(_ARGS)?$|^SGLANG_.*(ALL_?REDUCE|_AR_|SYMM_MEM|DETERMINISTIC)"
+                           r"|^NCCL_(ALGO|PROTO)$")
 FILE_ARGS = ("--model-path", "--tokenweave-config", "--model-config")
 
 
@@ -69,3 +75,8 @@ def package_versions(names=VERSIONED) -> dict:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def env_overrides(environ) -> list[str]:
+    """The names in ``environ`` that ``ENV_OVERRIDES`` keeps from every benchmark process."""
+    return sorted(k for k in environ if ENV_OVERRIDES.search(k))

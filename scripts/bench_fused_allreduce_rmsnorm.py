@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from bench_command import git_state, package_versions, recorded_command  # noqa: E402
+from bench_command import env_overrides, git_state, package_versions, recorded_command  # noqa: E402
 from bench_plot import pyplot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,7 +361,8 @@ def result_header(args, world, norm_name, stock) -> dict:
                       "graph_capture()) + the norm, its path per size in stock_default_path (graph) and "
                       "stock_default_eager_path (outside graphs); flashinfer called as SGLang calls it "
                       f"({FLASHINFER_AS_SGLANG}), flashinfer_fp32acc with fp32_acc=True",
-            "norm": norm_name, "stock_default": stock, "multicast_env": dict(MULTICAST_OFF)}
+            "norm": norm_name, "stock_default": stock, "multicast_env": dict(MULTICAST_OFF),
+            "dropped_env": getattr(args, "dropped_env", [])}
 
 
 def summary_line(row):
@@ -425,6 +426,9 @@ def main():
     p.add_argument("--tag", default="", help="suffix for the output file names")
     args = p.parse_args()
     args.argv = sys.argv[1:]  # the workers are spawned: they see the spawn's argv, not this one
+    args.dropped_env = env_overrides(os.environ)
+    for name in args.dropped_env:  # SGLang's dispatch at its defaults: no inherited override
+        del os.environ[name]
     os.environ.update(MULTICAST_OFF)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

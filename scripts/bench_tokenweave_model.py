@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -55,7 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_command import card_name, git_state, package_versions, recorded_command
+from bench_command import card_name, env_overrides, git_state, package_versions, recorded_command
 from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +79,6 @@ FORCED_ARGS = {
     "--attention-backend triton": "FlashAttention 3 (SGLang's default on Hopper) is not in the GPU bundle",
     "--sampling-backend pytorch": "needs no JIT-compiled FlashInfer kernel (none is prebuilt in the GPU bundle)",
 }
-# Inherited variables that would switch the overlay on, or change SGLang's all-reduce or its
-# deterministic mode, for one side only: dropped from every run (the overlay's are set for ours).
-OVERRIDES = re.compile(r"^SGLANG_TOKENWEAVE(_ARGS)?$|^SGLANG_.*(ALL_?REDUCE|_AR_|SYMM_MEM|DETERMINISTIC)"
-                       r"|^NCCL_(ALGO|PROTO)$")
 RECORDED_PREFIXES = ("SGLANG_", "NCCL_", "TORCH_", "NVSHMEM_", "PYTORCH_", "CUDA_VISIBLE_DEVICES")
 PATH_VALUED = (PATHS_ENV, "SGLANG_TOKENWEAVE_CACHE_DIR")  # recorded by name only
 
@@ -129,17 +124,12 @@ def side_flags(variant: str, tokenweave_config: str | None):
     return flags
 
 
-def dropped_env(base=None) -> list[str]:
-    """The inherited variables no run gets (``OVERRIDES``)."""
-    return sorted(k for k in (os.environ if base is None else base) if OVERRIDES.search(k))
-
-
 def side_env(flags, paths_file: str, base=None) -> dict:
-    """The environment of one run: the inherited one without ``OVERRIDES`` (stock runs SGLang's
-    defaults), plus multicast off, the path recorder and, for ours, the overlay switched on with
-    ``flags``."""
+    """The environment of one run: the inherited one without the overrides (bench_command's
+    ``ENV_OVERRIDES``: stock runs SGLang's defaults), plus multicast off, the path recorder and,
+    for ours, the overlay switched on with ``flags``."""
     base = os.environ if base is None else base
-    dropped = dropped_env(base)
+    dropped = env_overrides(base)
     env = {k: v for k, v in base.items() if k not in dropped}
     env.update(MULTICAST_OFF_SWITCHES)
     env[PATHS_ENV] = paths_file
@@ -271,7 +261,7 @@ def side_records(variants: list[str], args, runs: dict[str, list[dict]]) -> dict
             "overlay_flags": flags,
             "command": shlex.join(["python", *tool_argv("<model dir>", "<result file>", args)]),
             "env": recorded_env(side_env(flags, "")),
-            "dropped_env": dropped_env(),
+            "dropped_env": env_overrides(os.environ),
             "allreduce": agreed(setups),
             "overlay_status": agreed([r["status"] for r in runs[variant]]),
         }

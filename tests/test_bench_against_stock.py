@@ -59,7 +59,7 @@ def test_stock_runs_sglang_defaults_with_multicast_off_and_ours_adds_only_its_fl
     ours = model_bench.side_env(model_bench.side_flags("ours", None), "/w/p", base=inherited)
     assert model_bench.recorded_env(stock) == {**MULTICAST_OFF_SWITCHES, PATHS_ENV: "(path)",
                                                "SGLANG_TOKENWEAVE_CACHE_DIR": "(path)", "SGLANG_LOG_LEVEL": "info"}
-    assert model_bench.dropped_env(inherited) == [
+    assert model_bench.env_overrides(inherited) == [
         "NCCL_ALGO", "SGLANG_CUSTOM_ALL_REDUCE_V2_MAX_SIZE_KB", "SGLANG_ENABLE_DETERMINISTIC_INFERENCE",
         "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2", "SGLANG_TOKENWEAVE", "SGLANG_TOKENWEAVE_ARGS"]
     assert stock["PATH"] == "/bin" and stock[PATHS_ENV] == "/w/p"
@@ -201,7 +201,8 @@ def test_flashinfer_baseline_is_called_as_sglang_calls_it():
 
 
 def test_kernel_result_header_records_commit_versions_and_the_stock_setup():
-    args = SimpleNamespace(replays=30, iters=10, argv=["--tp", "2", "--out-dir", "/tmp/somewhere"])
+    args = SimpleNamespace(replays=30, iters=10, argv=["--tp", "2", "--out-dir", "/tmp/somewhere"],
+                           dropped_env=["SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2"])
     stock = {"sglang_server_arg_defaults": {"disable_custom_all_reduce": False},
              "tp_group": {"custom_all_reduce": "custom_ar_v2", "multicast_ptrs": {"mc_base_ptr": 0}}}
     header = kernel_bench.result_header(args, 2, "sgl_kernel.fused_add_rmsnorm", stock)
@@ -209,6 +210,7 @@ def test_kernel_result_header_records_commit_versions_and_the_stock_setup():
     assert header["versions"]["sglang"] == "0.5.17" and header["versions"]["torch"] == torch.__version__.split("+")[0]
     assert header["command"] == "python scripts/bench_fused_allreduce_rmsnorm.py --tp 2"
     assert header["stock_default"] == stock and header["multicast_env"] == MULTICAST_OFF_SWITCHES
+    assert header["dropped_env"] == ["SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2"]
 
 
 # ---- which all-reduce SGLang dispatched --------------------------------------------------------
