@@ -7,7 +7,7 @@ registered only when its feature is active in the process, so an inactive featur
 
 Features: ``core`` (always, when the overlay is switched on), ``cpu`` (only where no CUDA device
 exists: makes SGLang serve on CPU for tests), ``http`` (the process that starts SGLang's HTTP
-server), and one per user-facing feature.
+server), ``bench_paths`` (benchmarks only), and one per user-facing feature.
 """
 
 from __future__ import annotations
@@ -89,6 +89,14 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         kind="around",
         feature="tokenweave",
         why="batches that split run eagerly: a captured prefill graph replays one schedule without splits",
+    ),
+    # --- feature "bench_paths" (benchmarks only: tokenweave/one_batch.py registers it) ---
+    PatchTarget(
+        target="sglang.srt.model_executor.model_runner.ModelRunner.forward",
+        hook="sglang_tokenweave.tokenweave.bench_paths:record_forward",
+        kind="after",
+        feature="bench_paths",
+        why="record whether each benchmarked prefill replayed a CUDA graph and which path it ran (observes only)",
     ),
     # --- feature "deterministic_requests" (verify and roll back) ---
     PatchTarget(

@@ -86,3 +86,114 @@ def test_defaults_split_from_the_default_threshold():
     plan = _plan(state, _batch(ForwardMode.EXTEND, large, [0, 0]), T + 1000, _setting(state, T + 1000), False)
     # cut near the middle, on the alignment grid
     assert plan.is_split and plan.cut % DEFAULT_ALIGN == 0 and abs(plan.cut - (T + 1000) // 2) < DEFAULT_ALIGN
+
+
+# --- prefill CUDA graphs: fuse-only batches replay them, split batches run eagerly --------------
+
+
+def _admission(monkeypatch, state, mode, extend, prefix, tokens):
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    from sglang_tokenweave.tokenweave import hooks
+
+    monkeypatch.setattr(hooks, "decoder_stack", lambda runner: SimpleNamespace(_tokenweave_state=state))
+    batch = SimpleNamespace(input_ids=[0] * tokens, forward_mode=ForwardMode[mode], extend_seq_lens_cpu=extend,
+                            extend_prefix_lens_cpu=prefix)
+    runner = SimpleNamespace(model_runner=None)
+    return hooks.prefill_graph_admits(lambda graph_runner, forward_batch: "sglang's verdict", runner, batch)
+
+
+def _fused_state(threshold):
+    from sglang_tokenweave.tokenweave.setup import WeaveState
+
+    config = OverlayConfig(enable_tokenweave=True, tokenweave_split_threshold=threshold, tokenweave_fused_threshold=1)
+    return WeaveState(config=config, table=TuningTable(), key=TuningKey.make("cpu", 128, 2, {}), group=None,
+                      world_size=2, hidden=128, dtype=None, eps=1e-6, on_cuda=False, use_multimem=False, runner=None)
+
+
+def test_prefill_graphs_keep_fuse_only_batches_and_send_split_batches_eager(monkeypatch):
+    extend = ([100, 150, 90], [0, 0, 0], 340)
+    # fuse-only (no split at this size): SGLang decides, as for stock
+    assert _admission(monkeypatch, _fused_state(1 << 20), "EXTEND", *extend) == "sglang's verdict"
+    assert _admission(monkeypatch, _fused_state(None), "EXTEND", [2048], [0], 2048) == "sglang's verdict"
+    # a batch whose plan splits runs eagerly
+    assert _admission(monkeypatch, _fused_state(200), "EXTEND", *extend) is False
+    # nothing to split: decode, padded rows, no overlay
+    assert _admission(monkeypatch, _fused_state(200), "DECODE", None, None, 340) == "sglang's verdict"
+    assert _admission(monkeypatch, _fused_state(200), "EXTEND", [100, 150, 90], [0, 0, 0], 352) == "sglang's verdict"
+    assert _admission(monkeypatch, None, "EXTEND", *extend) == "sglang's verdict"
+
+
+def test_forwards_note_their_path_and_captured_graphs_keep_theirs():
+    from sglang_tokenweave.tokenweave.bench_paths import captured_path, forward_path
+
+    state = _fused_state(None)
+    assert forward_path(None, 512, graph=True) == "stock"
+    state.note_path(1024, "fuse-only", capturing=True)
+    state.note_path(512, "sglang", capturing=True)
+    state.note_path(16384, "split", capturing=False)
+    assert state.captured_paths == {1024: "fuse-only", 512: "sglang"}
+    # a replay runs the graph of the smallest captured size that holds it (SGLang pads up)
+    assert forward_path(state, 1000, graph=True) == "fuse-only"
+    assert forward_path(state, 512, graph=True) == "sglang"
+    assert captured_path(state.captured_paths, 2048) == "unknown"
+    assert forward_path(state, 16384, graph=False) == "split"
+    skip = SimpleNamespace(config=OverlayConfig(enable_tokenweave=True, tokenweave_bench_skip_allreduce=True))
+    assert forward_path(skip, 1024, graph=False) == "no-comm"
+
+
+def test_an_unfused_size_notes_sglangs_path():
+    import torch
+
+    from sglang_tokenweave.tokenweave.hooks import _woven_forward
+    from sglang_tokenweave.tokenweave.setup import WeaveState
+
+    state = WeaveState(config=OverlayConfig(enable_tokenweave=True), table=TuningTable(),
+                       key=TuningKey.make("cpu", 128, 2, {}), group=None, world_size=2, hidden=128, dtype=None,
+                       eps=1e-6, on_cuda=False, use_multimem=False, runner=None)
+    state.last_path = "fuse-only"
+    assert _woven_forward(None, state, torch.zeros(8, dtype=torch.long), None, None, None) is None
+    assert state.last_path == "sglang" and state.captured_paths == {}
+
+
+def test_ops_a_captured_graph_used_stay_alive_when_the_ops_grow(monkeypatch):
+    from sglang_tokenweave.tokenweave import setup
+
+    monkeypatch.setattr(setup, "FusedARNorm", lambda group, max_tokens, *a, **k: SimpleNamespace(max_tokens=max_tokens))
+    state = _fused_state(None)
+    state.make_ops(256)
+    state.note_path(256, "sglang", capturing=True)
+    state.make_ops(512)  # only SGLang's path was captured: the old ops go
+    assert state.retired_ops == [] and state.capacity == 512
+    captured_with = state.ops
+    state.note_path(512, "fuse-only", capturing=True)
+    state.make_ops(16384)
+    assert state.retired_ops == captured_with and state.capacity == 16384
+
+
+def test_the_path_recorder_writes_the_setup_then_one_line_per_prefill(monkeypatch, tmp_path):
+    from sglang_tokenweave.tokenweave import bench_paths, setup
+
+    path_file = tmp_path / "paths.jsonl"
+    monkeypatch.setenv(bench_paths.PATHS_ENV, str(path_file))
+    monkeypatch.setattr(bench_paths, "_tp_setup", lambda: {"custom_all_reduce": "custom_ar_v2", "multicast_ptrs": {}})
+    state = _fused_state(None)
+    state.note_path(2048, "fuse-only", capturing=True)
+    monkeypatch.setattr(setup, "decoder_stack", lambda runner: SimpleNamespace(_tokenweave_state=state))
+
+    def forward(tokens, graph, extend=True, rank=0):
+        runner = SimpleNamespace(ps=SimpleNamespace(tp_rank=rank))
+        batch = SimpleNamespace(input_ids=[0] * tokens, forward_mode=SimpleNamespace(is_extend=lambda: extend))
+        assert bench_paths.record_forward(SimpleNamespace(can_run_graph=graph), runner, batch) is None
+
+    forward(2000, graph=True)
+    state.note_path(16384, "split", capturing=False)
+    forward(16384, graph=False)
+    forward(1, graph=True, extend=False)  # decode: not a prefill
+    forward(2000, graph=False, rank=1)  # only TP rank 0 writes
+    forward(2000, graph=False)  # the same size another way: "mixed"
+    setup_seen, paths = bench_paths.read_paths(path_file.read_text())
+    assert setup_seen == {"custom_all_reduce": "custom_ar_v2", "multicast_ptrs": {}}
+    assert paths == {2000: {"graph": "mixed", "path": "fuse-only+split"},
+                     16384: {"graph": False, "path": "split"}}
+    assert len(path_file.read_text().splitlines()) == 4

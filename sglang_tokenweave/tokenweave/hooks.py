@@ -100,16 +100,18 @@ def _woven_forward(model, state: WeaveState, input_ids, positions, forward_batch
     if num_tokens == 0:
         return None
     setting = _setting(state, num_tokens)
+    capturing = _capturing(state)
     if not setting.use_fused:
         where = f"tuned bucket {setting.bucket}" if setting.bucket is not None else \
             f"{setting.source}, tp={state.world_size}"
         state.note_once(f"unfused-{where}", f"SGLang's all-reduce + RMSNorm kept for {num_tokens}-token "
                                             f"batches ({where})")
+        state.note_path(num_tokens, "sglang", capturing)
         return None
-    capturing = _capturing(state)
     if num_tokens > state.capacity:
         if capturing:  # a rendezvous cannot run inside a graph capture
             state.note_once("capture-capacity", f"batch of {num_tokens} rows captured with SGLang's path")
+            state.note_path(num_tokens, "sglang", capturing)
             return None
         state.make_ops(_round_up(num_tokens, 1024))
         state.note_once(f"capacity-{state.capacity}", f"fused ops grown to {state.capacity} rows")
@@ -127,6 +129,7 @@ def _woven_forward(model, state: WeaveState, input_ids, positions, forward_batch
     num_blocks = None if setting.source == "defaults" else setting.sm_budget
     carveout = setting.sm_budget if setting.gemm_carveout else 0
     run_decoder(model, parts, _comm_stream(state) if len(parts) > 1 else None, num_blocks, carveout=carveout)
+    state.note_path(num_tokens, "split" if len(parts) > 1 else "fuse-only", capturing)
 
     if len(parts) > 1:
         return torch.cat([p.hidden for p in parts])

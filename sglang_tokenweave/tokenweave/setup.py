@@ -54,21 +54,37 @@ class WeaveState:
     use_multimem: bool
     runner: weakref.ref  # the ModelRunner, for split attention backends
     ops: list = field(default_factory=list)  # [whole batch or split A, split B]
+    retired_ops: list = field(default_factory=list)  # replaced ops that captured graphs still use
     split_backends: Optional[list] = None
     comm_stream: Optional[torch.cuda.Stream] = None
     noted: set = field(default_factory=set)  # messages already logged
+    # The path of the latest forward the hook ran ("split", "fuse-only", "sglang"), and of each
+    # captured CUDA graph by its token count (decode and prefill sizes share keys: a size takes
+    # the same path in both): what benchmarks report (tokenweave/bench_paths.py).
+    last_path: str = ""
+    captured_paths: dict = field(default_factory=dict)
 
     @property
     def capacity(self) -> int:
         return self.ops[0].max_tokens if self.ops else 0
 
     def make_ops(self, max_tokens: int) -> None:
-        """(Re)build both fused ops for batches of up to ``max_tokens`` rows (collective)."""
-        self.ops = []  # free the old buffers first
+        """(Re)build both fused ops for batches of up to ``max_tokens`` rows (collective).
+
+        A CUDA graph captured with the fused path replays the addresses of the ops it ran
+        (buffers, peer pointers, signal pads), so those ops stay alive once replaced."""
+        if any(path != "sglang" for path in self.captured_paths.values()):
+            self.retired_ops.extend(self.ops)
+        self.ops = []  # free the old buffers first (unless a graph replays them)
         self.ops = [
             FusedARNorm(self.group, max_tokens, self.hidden, self.dtype, self.eps, use_multimem=self.use_multimem)
             for _ in range(2)
         ]
+
+    def note_path(self, num_tokens: int, path: str, capturing: bool) -> None:
+        self.last_path = path
+        if capturing:
+            self.captured_paths[num_tokens] = path
 
     def note_once(self, key: str, message: str) -> None:
         """Log (and publish) ``message`` the first time ``key`` happens in this process."""

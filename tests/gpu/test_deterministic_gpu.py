@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sglang_tokenweave.comm.multicast import MULTICAST_OFF_SWITCHES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deterministic_client import (  # noqa: E402
     PROMPTS, SAMPLING, det_params, generate, metric, scheduler_reports, wait_for_idle_pool,
@@ -20,10 +22,9 @@ from deterministic_client import (  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
-SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
-            "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2": "0"}
+SAFE_ENV = dict(MULTICAST_OFF_SWITCHES)  # SGLang at its defaults; NVLink multicast off
 DET_ARGS = ["--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-backend", "pytorch",
-            "--enforce-disable-flashinfer-allreduce-fusion", "--enable-deterministic-requests", "--enable-metrics",
+            "--enable-deterministic-requests", "--enable-metrics",
             "--deterministic-window", "8", "--deterministic-verify-rows", "4",
             "--deterministic-test-perturb-logits", "1.0"]
 CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))

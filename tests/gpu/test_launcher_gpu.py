@@ -4,17 +4,18 @@ reporting itself from both TP processes, /generate answering (run with ``pytest 
 import pytest
 import torch
 
+from sglang_tokenweave.comm.multicast import MULTICAST_OFF_SWITCHES
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs"),
 ]
 
 # Multicast stays off (the test machines must never use it); the tiny model in bf16; SGLang's
-# Triton attention and PyTorch sampling need no JIT-compiled FlashInfer kernels.
-GPU_ARGS = ["--tp", "2", "--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-backend", "pytorch",
-            "--enforce-disable-flashinfer-allreduce-fusion", "--cuda-graph-max-bs-decode", "8"]
-SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
-            "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2": "0"}
+# Triton attention and PyTorch sampling need no JIT-compiled FlashInfer kernels; everything else
+# at SGLang's defaults.
+GPU_ARGS = ["--tp", "2", "--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-backend", "pytorch"]
+SAFE_ENV = dict(MULTICAST_OFF_SWITCHES)  # SGLang at its defaults; NVLink multicast off
 
 
 @pytest.fixture(scope="module")
