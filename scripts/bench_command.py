@@ -1,40 +1,10 @@
-"""What a result file records of its run: the command line, enough to rerun it anywhere and
-nothing of the machine it ran on (output folders are dropped, file arguments keep their names
-only), and the card, with the short name that result files are named by."""
+"""What a result file records of its run (the command line, the card): kept for the scripts
+that import it from here; the code lives in the harness (sglang_tokenweave/bench/record.py)."""
 
 from __future__ import annotations
 
-import os
-import shlex
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DROPPED = ("--out-dir", "--output")  # where results went
-FILE_ARGS = ("--model-path", "--tokenweave-config", "--model-config")
-
-
-def recorded_command(script: str, argv: list[str]) -> str:
-    out, skip = ["python", os.path.relpath(script, ROOT)], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        name, eq, value = arg.partition("=")
-        if name in DROPPED:
-            skip = not eq
-            continue
-        if i > 0 and argv[i - 1] in FILE_ARGS:
-            arg = Path(arg).name
-        elif eq and name in FILE_ARGS:
-            arg = f"{name}={Path(value).name}"
-        out.append(arg)
-    return shlex.join(out)
-
-
-def card_name(device: str = "cuda") -> tuple[str, str]:
-    """The card's full name ("cpu" off CUDA) and its short name for file names ("h100", ...)."""
-    import torch
-
-    name = torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else "cpu"
-    short = "h200" if "H200" in name else "h100" if "H100" in name else name.split()[-1].lower()
-    return name, short
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sglang_tokenweave.bench.record import DROPPED, FILE_ARGS, ROOT, card_name, recorded_command  # noqa: E402,F401
