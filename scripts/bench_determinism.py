@@ -274,7 +274,8 @@ class Bench:
     def measure(self, repeat: int, side: Side, server) -> None:
         args, runs = self.args, self.configs[side.name]
         first = self.workloads[runs.fractions[0]]
-        warm = [dict(w, sampling_params={**w["sampling_params"], "max_new_tokens": 4}) for w in first[:args.concurrency]]
+        warm = [dict(w, sampling_params={**w["sampling_params"], "max_new_tokens": 4})
+                for w in first[:args.concurrency]]
         run_load(server.url, warm, args.concurrency)
         for fraction in alternate(runs.fractions, repeat):
             work = self.workloads[fraction]
@@ -497,9 +498,9 @@ def main(argv=None) -> None:
     result = bench.write(complete=True)
     plot(result["rows"], out.with_suffix(".png"))
     for row in result["rows"]:
-        print(json.dumps({k: row[k] for k in ("server", "variant", "det_fraction")} |
-                         {k: (row[k] or {}).get("median") for k in ("throughput_tok_s", "relative_to_nondet", "vs_stock")
-                          if k in row}))
+        medians = {k: (row[k] or {}).get("median") for k in ("throughput_tok_s", "relative_to_nondet", "vs_stock")
+                   if k in row}
+        print(json.dumps({k: row[k] for k in ("server", "variant", "det_fraction")} | medians))
     print(f"solo check: {result['solo_check']}")
     print(f"wrote {out}")
     if not result["solo_check"]["every_output_identical"]:

@@ -49,7 +49,14 @@ from sglang_tokenweave.bench.plan import alternate  # noqa: E402
 from sglang_tokenweave.bench.record import card_name, header, write_json  # noqa: E402
 from sglang_tokenweave.bench.results import headline, result_path  # noqa: E402
 from sglang_tokenweave.bench.runner import Runner  # noqa: E402
-from sglang_tokenweave.bench.sides import GPU_BUNDLE_ARGS, Launch, Side, forced_on_both, ours_side, stock_side  # noqa: E402
+from sglang_tokenweave.bench.sides import (  # noqa: E402
+    GPU_BUNDLE_ARGS,
+    Launch,
+    Side,
+    forced_on_both,
+    ours_side,
+    stock_side,
+)
 from sglang_tokenweave.bench.stats import ratio_spread, spread  # noqa: E402
 from sglang_tokenweave.tiny_model import TINY_LLAMA, tiny_model_path  # noqa: E402
 

@@ -261,7 +261,8 @@ def test_runner_at_tp1_probes_nothing(fake_servers, monkeypatch, tmp_path):
     monkeypatch.setattr(multicast_probe, "probe", lambda tp, env: pytest.fail("probed at TP1"))
     r = runner.Runner(Launch([], forced_on_both("cuda"), environ={}), [stock_side("cuda")], 1, "cuda", tmp_path)
     r.run(1, lambda *a: None)
-    assert r.record()["multicast_pointers"] == "n/a" and r.record()["sides"]["stock"]["allreduce"]["path"].startswith("n/a")
+    rec = r.record()
+    assert rec["multicast_pointers"] == "n/a" and rec["sides"]["stock"]["allreduce"]["path"].startswith("n/a")
     with pytest.raises(ValueError, match="repeat"):
         runner.Runner(Launch([], forced_on_both("cpu")), [stock_side("cpu"), stock_side("cpu")], 1, "cpu", tmp_path)
 

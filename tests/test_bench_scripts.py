@@ -249,7 +249,8 @@ def test_the_result_json_has_the_harness_schema(monkeypatch, tmp_path):
     assert {"format", "benchmark", "date", "git", "card", "versions", "command", "complete", "headline",
             "solo_check", "sides", "forced_on_both", "machine_env", "dropped_inherited_env", "multicast_pointers",
             "plan", "rows"} <= set(result)
-    assert result["sides"]["stock"]["flags"] == [] and result["sides"]["ours"]["flags"] == ["--enable-deterministic-requests"]
+    assert result["sides"]["stock"]["flags"] == []
+    assert result["sides"]["ours"]["flags"] == ["--enable-deterministic-requests"]
     assert result["sides"]["sglang_deterministic"]["flags"] == ["--enable-deterministic-inference"]
     row = next(r for r in result["rows"] if r["server"] == "ours" and r["det_fraction"] == 0.5)
     assert set(row["throughput_tok_s"]) == {"median", "min", "max", "samples"}
