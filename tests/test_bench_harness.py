@@ -151,7 +151,7 @@ def test_git_state_is_computed_and_ignores_the_results_folder(tmp_path):
 def test_header_records_date_git_card_versions_and_command_without_machine_paths():
     import importlib.metadata
 
-    h = record.header("bench_x", str(ROOT / "scripts" / "bench_x.py"), ["--tp", "1", "--out-dir", "/tmp/o"], "cpu", 1)
+    h = record.header("bench_x", str(ROOT / "scripts" / "bench_x.py"), ["--tp", "1", "--out-dir", "/data/out"], "cpu", 1)
     assert h["format"] == record.FORMAT and h["benchmark"] == "bench_x" and h["card"] == "cpu"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", h["date"])
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
