@@ -1,82 +1,20 @@
-"""What a result file records of its run: the command line, enough to rerun it anywhere and
-nothing of the machine it ran on (output folders are dropped, file arguments keep their names
-only), the card, with the short name that result files are named by, the commit with a flag for
-uncommitted changes, and the installed versions (from package metadata, never typed in); and
-which inherited variables no benchmark process may get (they would change one side only)."""
+"""What a result file records of its run (the command line, the card, the commit, versions, the
+inherited variables no benchmark process may get): kept for the scripts that import it from
+here; the code lives in the harness (sglang_tokenweave/bench/record.py and sides.py)."""
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
-import subprocess
+import sys
 from pathlib import Path
+from typing import Mapping
 
-ROOT = Path(__file__).resolve().parents[1]
-DROPPED = ("--out-dir", "--output")  # where results went
-# Inherited variables that would switch the overlay on, or change SGLang's all-reduce or its
-# deterministic mode, for one side of a comparison only: no benchmark process gets them.
-ENV_OVERRIDES = re.compile(r"^SGLANG_TOKENWEAVE(_ARGS)?$|^SGLANG_.*(ALL_?REDUCE|_AR_|SYMM_MEM|DETERMINISTIC)"
-                           r"|^NCCL_(ALGO|PROTO)$")
-FILE_ARGS = ("--model-path", "--tokenweave-config", "--model-config")
-
-
-def recorded_command(script: str, argv: list[str]) -> str:
-    out, skip = ["python", os.path.relpath(script, ROOT)], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        name, eq, value = arg.partition("=")
-        if name in DROPPED:
-            skip = not eq
-            continue
-        if i > 0 and argv[i - 1] in FILE_ARGS:
-            arg = Path(arg).name
-        elif eq and name in FILE_ARGS:
-            arg = f"{name}={Path(value).name}"
-        out.append(arg)
-    return shlex.join(out)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sglang_tokenweave.bench.record import (  # noqa: E402,F401
+    DROPPED, FILE_ARGS, ROOT, card_name, git_state, recorded_command, versions as package_versions,
+)
+from sglang_tokenweave.bench.sides import is_override  # noqa: E402
 
 
-def card_name(device: str = "cuda") -> tuple[str, str]:
-    """The card's full name ("cpu" off CUDA) and its short name for file names ("h100", ...)."""
-    import torch
-
-    name = torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else "cpu"
-    short = "h200" if "H200" in name else "h100" if "H100" in name else name.split()[-1].lower()
-    return name, short
-
-
-def git_state(root: Path = ROOT) -> dict:
-    """The commit a run measured and whether tracked files differed from it (None: no git)."""
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
-
-    try:
-        return {"sha": git("rev-parse", "HEAD").strip() or None,
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
-    except (OSError, subprocess.CalledProcessError):
-        return {"sha": None, "dirty": None}
-
-
-VERSIONED = ("torch", "sglang", "sglang-kernel", "flashinfer-python", "sglang-tokenweave")
-
-
-def package_versions(names=VERSIONED) -> dict:
-    """Installed versions as the package metadata states them (None: not installed)."""
-    from importlib import metadata
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def env_overrides(environ) -> list[str]:
-    """The names in ``environ`` that ``ENV_OVERRIDES`` keeps from every benchmark process."""
-    return sorted(k for k in environ if ENV_OVERRIDES.search(k))
+def env_overrides(environ: Mapping[str, str]) -> list[str]:
+    """Inherited variables that would change one side of a comparison only: dropped from both."""
+    return sorted(k for k in environ if is_override(k))

@@ -1,30 +1,44 @@
-"""Deterministic-request serving benchmark: throughput and latency vs the deterministic fraction.
+"""Deterministic-request serving benchmark: throughput and latency vs the deterministic fraction,
+against stock SGLang and SGLang's deterministic mode, on the fair harness
+(sglang_tokenweave/bench/).
 
-For each configuration a server is started, warmed up, loaded with the same request mix
-(closed loop, fixed concurrency; ``--repeats`` runs per row, medians reported and every run's
-throughput kept), and killed:
-- ``stock``: plain ``sglang.launch_server`` (all requests non-deterministic);
-- ``sglang_deterministic``: ``sglang.launch_server --enable-deterministic-inference``;
-- ``ours``: ``sglang_tokenweave.launch_server --enable-deterministic-requests`` at deterministic
-  fractions 0, 0.1, 0.5 and 1.0 of the requests; one server per ``--ours-variant`` (extra flags,
-  e.g. another lookahead), each compared with its own all-non-deterministic run.
+Sides (``--servers``), each a fresh server process per repeat, in interleaved order (A B C,
+C B A, ...; ``--repeats``, default 3), every figure a median with the repeats' min-max:
+- ``stock``: ``python -m sglang.launch_server`` with SGLang's defaults (all requests
+  non-deterministic);
+- ``sglang_deterministic``: the same with ``--enable-deterministic-inference``;
+- ``ours``: ``python -m sglang_tokenweave.launch_server --enable-deterministic-requests`` at each
+  deterministic fraction of ``--fractions`` (default 0, 2, 5, 10, 20, 50 and 100%; one process
+  measures every fraction, in alternating order over the repeats); one side per
+  ``--ours-variant`` (extra flags, e.g. another lookahead).
+Both get only what every process needs (NVLink multicast off) and what the GPU bundle forces
+on both alike (``--forced-on-both``; default the Triton attention and PyTorch sampling
+backends on GPUs), plus ``--enable-metrics`` (this benchmark reads ours' counters from /metrics;
+stock pays for metrics as well); the result records each side's exact command and environment,
+and which all-reduce path SGLang took.
+
+Every loaded run starts from an empty prefix cache. Every distinct deterministic request is then
+run alone once per ours side (after its last loaded run) and compared with every loaded run it
+was in, across fractions and repeats (``identical``); ``--solo-check N`` checks only the first N
+(the JSON names the sample). Ratios are per repeat: against stock and SGLang's deterministic
+mode of the same repeat, and against the same process's 0% run. Each row also has ours'
+/metrics counters per run: rollback rate (tokens rolled back / verified), verification passes,
+isolated prefills, fast-path steps, and the shares of wall time spent in verification passes
+and in seeded sampling.
+
 The model is a random-weight Llama written for the run (``--model-shape``: ``tiny``, the tests'
-model, all host overhead on a GPU; ``llama-1b`` and ``llama-8b``, the same architecture with the
-layer shapes of Llama-3.2-1B and Llama-3-8B) unless
-``--model-path`` names a checkpoint. The first ``--solo-check`` deterministic requests of every
-loaded run are compared with their solo runs (``identical``: the share that matched), and the
-rollback rate (tokens rolled back / tokens verified, from /metrics) is reported with every row: random-weight models give flat token distributions
-and many more mismatches than trained models. ``--logit-scale K`` multiplies the output
-projection by K (a written model is written so; a checkpoint is served as a scaled copy): peakier
-token distributions, but as many near-ties for the fast path and the verifier to break
-differently, since the rounding differences scale with the logits. ``--successor-strength S``
-writes a model that favours a fixed successor of each token by a margin that does not scale so,
-as a trained model favours its confident tokens: fewer near-ties (the JSON says how the model
-was made).
-Each row also gives the share of wall time spent in verification passes. Output:
-benchmarks/results/bench_determinism_<card>_tp<N>[_<tag>].json and .png, rewritten after every row.
+model; ``llama-1b`` and ``llama-8b``, the layer shapes of Llama-3.2-1B and Llama-3-8B with the
+tiny vocabulary), its requests random words; or ``--model-path``, a checkpoint, whose requests
+come from the committed prompt set (scripts/prompt_set.py) in the model's chat template.
+Random-weight models give flat token distributions and many more rollbacks than trained models.
+``--logit-scale K`` multiplies the output projection by K (peakier distributions, as many
+near-ties); ``--successor-strength S`` writes a model whose tokens each favour a fixed successor
+by a margin that does not scale with rounding noise, as a trained model's confident tokens do.
 
-    python scripts/bench_determinism.py --tp 2 --model-shape llama-1b --logit-scale 2 \
+Output: benchmarks/results/bench_determinism/bench_determinism_<card>_tp<N>[_<tag>].json and
+.png (rewritten after every run); server logs under logs/ beside it.
+
+    python scripts/bench_determinism.py --tp 1 --model-shape llama-8b \\
         --ours-variant default: --ours-variant "lookahead4:--deterministic-lookahead-blocks 4"
 """
 
@@ -33,70 +47,44 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
-import os
 import random
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 import scheduler_profile
-from bench_command import card_name, recorded_command
 from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from sglang_tokenweave.bench.plan import alternate  # noqa: E402
+from sglang_tokenweave.bench.record import card_name, header, write_json  # noqa: E402
+from sglang_tokenweave.bench.results import headline, result_path  # noqa: E402
+from sglang_tokenweave.bench.runner import Runner  # noqa: E402
+from sglang_tokenweave.bench.sides import (  # noqa: E402
+    GPU_BUNDLE_ARGS,
+    Forced,
+    Launch,
+    Side,
+    forced_on_both,
+    ours_side,
+    stock_side,
+)
+from sglang_tokenweave.bench.stats import percentile, ratio_spread, spread  # noqa: E402
 from sglang_tokenweave.tiny_model import LLAMA_1B_SHAPE, LLAMA_8B_SHAPE, TINY_LLAMA, write_tiny_model  # noqa: E402
 
+BENCHMARK = "bench_determinism"
 MODEL_SHAPES = {"tiny": TINY_LLAMA, "llama-1b": LLAMA_1B_SHAPE, "llama-8b": LLAMA_8B_SHAPE}
-# Multicast stays off on the shared GPU machines, in every process we start.
-SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, module: str, args: list[str], log: Path):
-        self.port = _port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w")
-        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **SAFE_ENV})
-        deadline = time.monotonic() + 1200
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}); see {log}")
-            try:
-                if requests.get(self.url + "/health_generate", timeout=30).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(2)
-        self.kill()
-        raise TimeoutError(f"server not ready; see {log}")
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
+DEFAULT_FRACTIONS = "0,0.02,0.05,0.1,0.2,0.5,1"
+OURS_FLAGS = ["--enable-deterministic-requests"]
+METRICS = ("--enable-metrics",)
+METRICS_WHY = "--enable-metrics: this benchmark reads ours' counters from /metrics, so both sides pay for metrics"
+PROMPT_SET = ROOT / "benchmarks" / "prompts" / "chat_prompts.jsonl"
 
 
 def scaled_copy(model_path: str, scale: float) -> Path:
@@ -143,18 +131,50 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return label, flags.split()
 
 
-def make_workload(n: int, det_fraction: float, seed: int, max_new_tokens: int) -> list[dict]:
-    """Requests of the run; the deterministic ones are spread evenly through the list."""
+def prompt_set_texts(model_path: str, n: int, prompt_file: Path = PROMPT_SET) -> tuple[list[tuple[str, int]], dict]:
+    """``n`` prompts of the committed prompt set in the model's chat template: [(text, max_tokens)],
+    and what the result records of the set."""
+    try:
+        import prompt_set
+    except ImportError:
+        prompt_set = None
+    if prompt_set is None or not prompt_file.exists():
+        raise SystemExit("--model-path sends prompts of the prompt set (scripts/prompt_set.py, "
+                         "benchmarks/prompts/chat_prompts.jsonl), which this checkout lacks")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    prompts = prompt_set.sample_prompts(n, 0)
+    digest = getattr(prompt_set, "set_digest", None)
+    about = {"prompts": "benchmarks/prompts/chat_prompts.jsonl", "digest": digest() if digest else None,
+             "ids": [p.id for p in prompts]}
+    return [(prompt_set.prompt_text(p, tokenizer), p.max_tokens) for p in prompts], about
+
+
+def make_workload(n: int, det_fraction: float, seed: int, max_new_tokens: int,
+                  prompts: list[tuple[str, int]] | None = None) -> list[dict]:
+    """Requests of the run; the deterministic ones are spread evenly through the list. Request
+    i is the same in every fraction's workload (text, sampling parameters, seed i), so a request
+    deterministic in several fractions is one distinct request. ``prompts``: [(text,
+    max_tokens)] of a real model (replies end at EOS or max_tokens, at most ``max_new_tokens``);
+    else random words and fixed-length replies."""
     rng = random.Random(seed)
     det_every = round(1 / det_fraction) if det_fraction > 0 else None
     work = []
     for i in range(n):
         words = " ".join(f"w{rng.randint(0, 5000)}" for _ in range(rng.randint(16, 512)))
         params = {"max_new_tokens": max_new_tokens, "temperature": rng.choice([0.0, 0.8]), "ignore_eos": True}
+        if prompts:
+            words, max_tokens = prompts[i % len(prompts)]
+            params.update(max_new_tokens=min(max_tokens, max_new_tokens), ignore_eos=False)
         if det_fraction >= 1 or (det_every and i % det_every == 0):
             params.update(deterministic=True, sampling_seed=i)
         work.append({"text": words, "sampling_params": params})
     return work
+
+
+def request_key(body: dict) -> str:
+    return json.dumps(body, sort_keys=True)
 
 
 def flush_prefix_cache(url: str) -> None:
@@ -188,119 +208,238 @@ def counters(url: str) -> dict[str, float]:
     return out
 
 
-def measure(server: Server, work: list[dict], concurrency: int, solo_check: int, repeats: int,
-            profile: tuple[Path, Path] | None = None) -> dict:
-    """``profile``: (summary, raw stacks) paths: one more run, profiled, outside the numbers
-    (the profiler's sampling slows a host-bound server down)."""
-    warm = [dict(w, sampling_params={**w["sampling_params"], "max_new_tokens": 4}) for w in work[:concurrency]]
-    run_load(server.url, warm, concurrency)
-    det_indices = [i for i, w in enumerate(work) if w["sampling_params"].get("deterministic")]
-    before = counters(server.url)
-    runs = []
-    for _ in range(repeats):
-        flush_prefix_cache(server.url)
-        runs.append(run_load(server.url, work, concurrency))
-    after = counters(server.url)
-    if profile:
-        flush_prefix_cache(server.url)
-        with scheduler_profile.record(server.proc.pid, *profile):
-            run_load(server.url, work, concurrency)
-    checked = det_indices[:solo_check]
-    solo = {i: run_load(server.url, [work[i]], 1)[1][0] for i in checked}
-    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-    return {"requests": len(work), "deterministic_requests": len(det_indices), **summarize(runs, solo, delta)}
-
-
-def summarize(runs: list[tuple[list[float], list[list[int]], float]], solo: dict[int, list[int]],
-              delta: dict[str, float]) -> dict:
-    """Medians over the repeated loaded runs (latencies, outputs, wall time each), the share of
-    (run, checked request) pairs whose output equals the request's solo run, and the counters'
-    increase over all runs (``delta``: rates per verified token, passes per run)."""
-    walls = [wall for _, _, wall in runs]
-    throughputs = [sum(len(ids) for ids in outputs) / wall for _, outputs, wall in runs]
-    p50 = [statistics.median(lat) * 1e6 for lat, _, _ in runs]
-    p99 = [sorted(lat)[max(0, int(0.99 * len(lat)) - 1)] * 1e6 for lat, _, _ in runs]
-    matches = [outputs[i] == ids for _, outputs, _ in runs for i, ids in solo.items()]
+def run_sample(latencies: list[float], outputs: list[list[int]], wall: float, delta: dict[str, float]) -> dict:
+    """One loaded run's figures; ``delta``: ours' counters' increase over the run."""
     verified = delta.get("tokens_verified", 0.0)
+
+    def share(name):  # of the run's wall time
+        return delta[name] / wall if name in delta else None
+
     return {
-        "repeats": len(runs),
-        "throughput_tok_s": statistics.median(throughputs),
-        "throughput_samples": throughputs,
-        "latency_p50_us": statistics.median(p50),
-        "latency_p99_us": statistics.median(p99),
-        "identical": (sum(matches) / len(matches)) if matches else None,
-        "rollback_rate": (delta.get("tokens_rolled_back", 0.0) / verified) if verified else None,
-        "verification_passes": _per_run(delta, "verification_passes", len(runs)),
-        # Share of the runs' wall time spent in verification passes (the whole batch waits).
-        "verify_time_share": (delta["verification_seconds"] / sum(walls)) if "verification_seconds" in delta else None,
-        # Per run: prefill batches run for one deterministic request alone, decode steps with
-        # deterministic rows, and the share of wall time the host spent sampling those rows.
-        "isolated_prefills": _per_run(delta, "isolated_prefills", len(runs)),
-        "fast_path_steps": _per_run(delta, "fast_path_steps", len(runs)),
-        "sampler_time_share": (delta["sampler_seconds"] / sum(walls)) if "sampler_seconds" in delta else None,
-        "counters": delta,  # every counter's increase over the runs (rollbacks by cause among them)
+        "throughput_tok_s": sum(len(ids) for ids in outputs) / wall,
+        "latency_p50_us": percentile(latencies, 50) * 1e6,
+        "latency_p99_us": percentile(latencies, 99) * 1e6,
+        "rollback_rate": delta.get("tokens_rolled_back", 0.0) / verified if verified else None,
+        "verification_passes": delta.get("verification_passes"),
+        # The whole batch waits during a verification pass.
+        "verify_time_share": share("verification_seconds"),
+        # Prefill batches run for one deterministic request alone, decode steps with
+        # deterministic rows, and the host's time sampling those rows.
+        "isolated_prefills": delta.get("isolated_prefills"),
+        "fast_path_steps": delta.get("fast_path_steps"),
+        "sampler_time_share": share("sampler_seconds"),
+        "counters": delta,  # every counter's increase (rollbacks by cause among them)
     }
 
 
-def _per_run(delta: dict[str, float], name: str, runs: int) -> float | None:
-    return delta[name] / runs if name in delta else None
+FIGURES = ("throughput_tok_s", "latency_p50_us", "latency_p99_us", "rollback_rate", "verification_passes",
+           "verify_time_share", "isolated_prefills", "fast_path_steps", "sampler_time_share")
 
 
-def versions() -> dict:
-    import sglang
-    import torch
+@dataclass
+class SideRuns:
+    """What one side did: its row label, fractions, and per (fraction, repeat) run figures and
+    deterministic outputs ({request key: output ids})."""
 
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0
-    version = (sha.stdout.strip() or "unknown") + ("+uncommitted changes" if dirty else "")
-    return {"torch": torch.__version__, "sglang": sglang.__version__, "sglang_tokenweave": version}
+    server: str
+    variant: str | None
+    flags: list[str]
+    fractions: list[float]
+    samples: dict = field(default_factory=dict)  # (fraction, repeat) -> run_sample
+    outputs: dict = field(default_factory=dict)  # (fraction, repeat) -> {key: ids}
+    solo: dict = field(default_factory=dict)  # key -> ids run alone
+
+
+class Bench:
+    """The measurement of each (repeat, side) run and the rows made of them."""
+
+    def __init__(self, args, configs: dict[str, SideRuns], workloads: dict[float, list[dict]], out: Path,
+                 runner: Runner, result_header: dict):
+        self.args, self.configs, self.workloads, self.out = args, configs, workloads, out
+        self.runner, self.header = runner, result_header
+
+    def distinct_keys(self, name: str) -> list[str]:
+        """The distinct deterministic requests of a side's workloads, in request order."""
+        keys = {}
+        for fraction in self.configs[name].fractions:
+            for i, w in enumerate(self.workloads[fraction]):
+                if w["sampling_params"].get("deterministic"):
+                    keys.setdefault(request_key(w), i)
+        return sorted(keys, key=keys.get)
+
+    def checked_keys(self, name: str) -> list[str]:
+        """Those solo-checked: every one, or the first ``--solo-check``."""
+        keys = self.distinct_keys(name)
+        return keys if self.args.solo_check is None else keys[:self.args.solo_check]
+
+    def measure(self, repeat: int, side: Side, server) -> None:
+        args, runs = self.args, self.configs[side.name]
+        first = self.workloads[runs.fractions[0]]
+        warm = [dict(w, sampling_params={**w["sampling_params"], "max_new_tokens": 4})
+                for w in first[:args.concurrency]]
+        run_load(server.url, warm, args.concurrency)
+        for fraction in alternate(runs.fractions, repeat):
+            work = self.workloads[fraction]
+            before = counters(server.url)
+            flush_prefix_cache(server.url)
+            latencies, outputs, wall = run_load(server.url, work, args.concurrency)
+            after = counters(server.url)
+            delta = {k: after[k] - before.get(k, 0.0) for k in after}
+            runs.samples[(fraction, repeat)] = run_sample(latencies, outputs, wall, delta)
+            runs.outputs[(fraction, repeat)] = {request_key(w): ids for w, ids in zip(work, outputs)
+                                                if w["sampling_params"].get("deterministic")}
+        if repeat == args.repeats - 1:
+            if args.profile_scheduler:
+                self.profile(side.name, server)
+            for key in self.checked_keys(side.name):
+                runs.solo[key] = run_load(server.url, [json.loads(key)], 1)[1][0]
+        self.write(complete=False)
+
+    def profile(self, name: str, server) -> None:
+        """One more run per fraction, outside the numbers (py-spy slows a host-bound server)."""
+        for fraction in self.configs[name].fractions:
+            label = f"{name}_{fraction:g}"
+            flush_prefix_cache(server.url)
+            with scheduler_profile.record(server.proc.pid, self.out.with_name(f"{self.out.stem}_profile_{label}.txt"),
+                                          self.out.parent / "logs" / f"profile_{label}.raw.txt"):
+                run_load(server.url, self.workloads[fraction], self.args.concurrency)
+
+    def rows(self) -> list[dict]:
+        reps = range(self.args.repeats)
+
+        def series(name, fraction, figure="throughput_tok_s"):
+            samples = self.configs[name].samples if name in self.configs else {}
+            return [samples.get((fraction, r), {}).get(figure) for r in reps]
+
+        rows = []
+        for name, runs in self.configs.items():
+            for fraction in runs.fractions:
+                if not any((fraction, r) in runs.samples for r in reps):
+                    continue
+                work = self.workloads[fraction]
+                row = {"server": runs.server, "variant": runs.variant, "flags": runs.flags, "det_fraction": fraction,
+                       "requests": len(work),
+                       "deterministic_requests": sum(bool(w["sampling_params"].get("deterministic")) for w in work),
+                       "repeats": sum((fraction, r) in runs.samples for r in reps),
+                       **{f: spread(series(name, fraction, f)) for f in FIGURES}}
+                row["identical"] = self.identical(runs, [(fraction, r) for r in reps])
+                counts = [runs.samples[(fraction, r)].get("counters") or {} for r in reps if (fraction, r) in runs.samples]
+                # Summed over the repeats: where rollbacks came from (greedy rows, offsets of first mismatches).
+                row["counters"] = {k: sum(c.get(k, 0.0) for c in counts) for k in sorted(set().union(*counts))}
+                own = series(name, fraction)
+                if runs.server == "ours":
+                    row["relative_to_nondet"] = ratio_spread(own, series(name, 0.0)) if 0.0 in runs.fractions else None
+                for base in ("stock", "sglang_deterministic"):
+                    row[f"vs_{base}"] = ratio_spread(own, series(base, 0.0)) if base in self.configs else None
+                rows.append(row)
+        return rows
+
+    @staticmethod
+    def identical(runs: SideRuns, which: list) -> dict | None:
+        """Of the (loaded run, solo-checked request in it) pairs: how many outputs equal the
+        request's solo run."""
+        pairs = [ids == runs.solo[key] for w in which for key, ids in runs.outputs.get(w, {}).items()
+                 if key in runs.solo]
+        return {"pairs": len(pairs), "matched": sum(pairs), "share": sum(pairs) / len(pairs)} if pairs else None
+
+    def solo_check(self) -> dict:
+        """Every ours side's solo check: the sample asked for, how many distinct deterministic
+        requests there were and were checked, and the (loaded run, request) pairs compared."""
+        ours = {n: r for n, r in self.configs.items() if r.server == "ours"}
+        totals = [self.identical(r, list(r.outputs)) for r in ours.values()]
+        pairs = sum(t["pairs"] for t in totals if t)
+        matched = sum(t["matched"] for t in totals if t)
+        return {"sample": "every deterministic request" if self.args.solo_check is None
+                else f"the first {self.args.solo_check} distinct deterministic requests",
+                "distinct_deterministic_requests": {n: len(self.distinct_keys(n)) for n in ours},
+                "checked_requests": {n: len(r.solo) for n, r in ours.items()},
+                "pairs": pairs, "mismatched": pairs - matched, "every_output_identical": pairs == matched}
+
+    def headlines(self, rows: list[dict]) -> list[dict]:
+        ours = [r for r in rows if r["server"] == "ours" and r["variant"] == rows_variant(rows)]
+        det = [r for r in ours if r["det_fraction"] > 0]
+        ten = next((r for r in det if r["det_fraction"] == 0.1), det[0] if det else None)
+        zero = next((r for r in ours if r["det_fraction"] == 0.0), None)
+        half = next((r for r in ours if r["det_fraction"] == 0.5), None)
+        out = []
+        if ten:
+            out += headline(f"ours at {ten['det_fraction']:.0%} deterministic / 0%", ten.get("relative_to_nondet"))
+        if zero:
+            out += headline("ours at 0% / stock", zero.get("vs_stock"))
+        if half:
+            out += headline("ours at 50% / SGLang deterministic", half.get("vs_sglang_deterministic"))
+        return out
+
+    def write(self, complete: bool) -> dict:
+        rows = self.rows()
+        result = {**self.header, "complete": complete, "headline": self.headlines(rows),
+                  "solo_check": self.solo_check(), **self.runner.record(), "rows": rows}
+        write_json(self.out, result)
+        return result
+
+
+def rows_variant(rows: list[dict]) -> str | None:
+    """The first ours variant: the headline's."""
+    return next((r["variant"] for r in rows if r["server"] == "ours"), None)
 
 
 def plot(rows: list[dict], path: Path) -> None:
     plt = pyplot()
     if plt is None or not rows:
         return
+
+    def yerr(rs):
+        return [[r["throughput_tok_s"]["median"] - r["throughput_tok_s"]["min"] for r in rs],
+                [r["throughput_tok_s"]["max"] - r["throughput_tok_s"]["median"] for r in rs]]
+
     ours = [r for r in rows if r["server"] == "ours"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant in dict.fromkeys(r["variant"] for r in ours):
         mine = [r for r in ours if r["variant"] == variant]
-        ax.plot([r["det_fraction"] for r in mine], [r["throughput_tok_s"] for r in mine], "o-",
-                label=f"ours ({variant})")
+        ax.errorbar([r["det_fraction"] for r in mine], [r["throughput_tok_s"]["median"] for r in mine], yerr=yerr(mine),
+                    fmt="o-", capsize=3, label=f"ours ({variant})")
     for r in rows:
         if r["server"] != "ours":
-            ax.axhline(r["throughput_tok_s"], linestyle="--", label=r["server"], color="gray" if
-                       r["server"] == "stock" else "red")
+            t = r["throughput_tok_s"]
+            color = "gray" if r["server"] == "stock" else "red"
+            ax.axhline(t["median"], linestyle="--", label=f"{r['server']} (median, min-max)", color=color)
+            ax.axhspan(t["min"], t["max"], color=color, alpha=0.15)
     for r in ours:
         if r["rollback_rate"] is not None:
-            ax.annotate(f"rb {r['rollback_rate']:.1%}", (r["det_fraction"], r["throughput_tok_s"]))
+            ax.annotate(f"rb {r['rollback_rate']['median']:.1%}", (r["det_fraction"], r["throughput_tok_s"]["median"]))
     ax.set_xlabel("fraction of deterministic requests")
     ax.set_ylabel("output tokens / s")
     # From zero, so that a few percent look like a few percent.
-    ax.set_ylim(0, 1.15 * max(r["throughput_tok_s"] for r in rows))
-    ax.legend(loc="lower left")
+    ax.set_ylim(0, 1.15 * max(r["throughput_tok_s"]["max"] for r in rows))
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
 
-def main() -> None:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", help="a checkpoint; default: a random-weight model of --model-shape")
+    parser.add_argument("--model-path", help="a checkpoint (requests from the prompt set); default: a random-weight "
+                        "model of --model-shape (random-word requests)")
     parser.add_argument("--model-shape", choices=sorted(MODEL_SHAPES), default="tiny",
                         help="tiny: the tests' model (2 layers, hidden 128); llama-1b, llama-8b: the same "
                         "architecture at Llama-3.2-1B's and Llama-3-8B's layer shapes (the tiny vocabulary)")
     parser.add_argument("--ours-variant", action="append", type=parse_variant, metavar="LABEL:FLAGS",
-                        help="one 'ours' server per variant, with these extra flags (repeatable), e.g. "
+                        help="one 'ours' side per variant, with these extra flags (repeatable), e.g. "
                              "'lookahead2:--deterministic-lookahead-blocks 2'; default: one, 'default:'")
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--requests", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--fractions", default="0,0.1,0.5,1")
-    parser.add_argument("--solo-check", type=int, default=16, help="deterministic requests re-run alone")
-    parser.add_argument("--repeats", type=int, default=3, help="loaded runs per row (medians reported)")
-    parser.add_argument("--extra-args", default="", help="more server flags, for every server")
+    parser.add_argument("--fractions", default=DEFAULT_FRACTIONS)
+    parser.add_argument("--solo-check", type=int, default=None, metavar="N",
+                        help="solo-check only the first N distinct deterministic requests (default: every one)")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh server processes per side (medians, min-max)")
+    parser.add_argument("--extra-args", default="", help="more server flags, for every side")
+    parser.add_argument("--forced-on-both", default=None, metavar="FLAGS",
+                        help="flags the machine forces on both sides (default on GPUs: "
+                        f"'{' '.join(GPU_BUNDLE_ARGS)}', for the GPU bundle; '' for SGLang's defaults)")
     parser.add_argument("--servers", default="stock,sglang_deterministic,ours",
-                        help="which configurations to run (comma-separated)")
+                        help="which sides to run (comma-separated)")
     parser.add_argument("--logit-scale", type=float, default=1.0,
                         help="serve a copy of the model with lm_head multiplied by this (see above)")
     parser.add_argument("--successor-strength", type=float, default=0.0,
@@ -308,73 +447,68 @@ def main() -> None:
                         "this much (tiny_model.write_tiny_model): fewer near-ties, as in a trained model")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--profile-scheduler", action="store_true",
-                        help="one more run per row, outside the numbers, with py-spy on the TP-0 scheduler: a "
-                        "per-function summary per row beside the result (raw stacks under logs/)")
+                        help="after each side's last repeat, one more run per fraction, outside the numbers, with "
+                        "py-spy on the TP-0 scheduler: a per-function summary beside the result")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.model_path and args.successor_strength:
         parser.error("--successor-strength shapes a written model; it cannot change --model-path's")
+    if args.solo_check is not None and args.solo_check < 0:
+        parser.error("--solo-check: must be at least 0")
+    return args
 
-    model_path, model_how, temporary = bench_model(args)
-    variants = args.ours_variant or [("default", [])]
-    common = ["--model-path", model_path, "--tp", str(args.tp), *args.extra_args.split()]
+
+def make_configs(args, device: str) -> tuple[list[Side], dict[str, SideRuns]]:
     fractions = [float(f) for f in args.fractions.split(",")]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    logs = args.out_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    ours = ["--enable-deterministic-requests", "--enable-metrics"]
-    configs = [("stock", None, "sglang.launch_server", [], [0.0]),
-               ("sglang_deterministic", None, "sglang.launch_server", ["--enable-deterministic-inference"], [0.0])]
-    configs += [("ours", label, "sglang_tokenweave.launch_server", ours + flags, fractions) for label, flags in variants]
+    sides = [(stock_side(device), SideRuns("stock", None, [], [0.0])),
+             (stock_side(device, "sglang_deterministic", ["--enable-deterministic-inference"]),
+              SideRuns("sglang_deterministic", None, ["--enable-deterministic-inference"], [0.0]))]
+    for label, flags in args.ours_variant or [("default", [])]:
+        name = "ours" if label == "default" else f"ours_{label}"
+        sides.append((ours_side([*OURS_FLAGS, *flags], name), SideRuns("ours", label, flags, fractions)))
     wanted = set(args.servers.split(","))
-    configs = [c for c in configs if c[0] in wanted]
-    card, short = card_name()
-    out = args.out_dir / f"bench_determinism_{short}_tp{args.tp}{'_' + args.tag if args.tag else ''}.json"
-    header = {"card": card, "gpus": args.tp, "versions": versions(), "model": model_how,
-              "command": recorded_command(__file__, sys.argv[1:])}
-    rows = []
+    sides = [(s, r) for s, r in sides if r.server in wanted]
+    return [s for s, _ in sides], {s.name: r for s, r in sides}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_path, model_how, temporary = bench_model(args)
     try:
-        for name, variant, module, flags, fracs in configs:
-            log_name = name if variant is None else f"{name}_{variant}"
-            server = Server(module, common + flags, logs / f"{log_name}.log")
-            try:
-                for fraction in fracs:
-                    work = make_workload(args.requests, fraction, seed=0, max_new_tokens=args.max_new_tokens)
-                    profile = None
-                    if args.profile_scheduler:
-                        label = f"{log_name}_{fraction:g}"
-                        profile = (out.with_name(f"{out.stem}_profile_{label}.txt"), logs / f"profile_{label}.raw.txt")
-                    row = {"server": name, "variant": variant, "flags": flags[len(ours):] if variant else [],
-                           "tp": args.tp, "det_fraction": fraction, "concurrency": args.concurrency,
-                           "max_new_tokens": args.max_new_tokens,
-                           **measure(server, work, args.concurrency, args.solo_check, args.repeats, profile)}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                    # After every row: a run cut short still leaves its finished rows.
-                    write_result(out, header, rows, complete=False)
-            finally:
-                server.kill()
+        prompts, prompt_about = (prompt_set_texts(args.model_path, args.requests) if args.model_path
+                                 else (None, {"prompts": "random words (tiny_model vocabulary)"}))
+        sides, configs = make_configs(args, device)
+        fractions = sorted({f for r in configs.values() for f in r.fractions})
+        workloads = {f: make_workload(args.requests, f, seed=0, max_new_tokens=args.max_new_tokens, prompts=prompts)
+                     for f in fractions}
+        base = forced_on_both(device, GPU_BUNDLE_ARGS if args.forced_on_both is None else args.forced_on_both.split())
+        forced = Forced((*base.args, *METRICS), base.env, "; ".join(filter(None, [base.why, METRICS_WHY])))
+        common = ["--model-path", model_path, "--tp", str(args.tp), *args.extra_args.split()]
+        _, short = card_name(device)
+        out = result_path(args.out_dir, BENCHMARK, short, args.tp, args.tag)
+        runner = Runner(Launch(common, forced), sides, args.tp, device, out.parent / "logs" / out.stem)
+        result_header = {**header(BENCHMARK, __file__, sys.argv[1:] if argv is None else argv, device, args.tp),
+                         "model": model_how, "repeats": args.repeats,
+                         "workload": {"requests": args.requests, "concurrency": args.concurrency,
+                                      "max_new_tokens": args.max_new_tokens, **prompt_about}}
+        bench = Bench(args, configs, workloads, out, runner, result_header)
+        runner.run(args.repeats, bench.measure)
     finally:
         if temporary:
             shutil.rmtree(model_path, ignore_errors=True)
-    write_result(out, header, rows, complete=True)
-    plot(rows, out.with_suffix(".png"))
+    result = bench.write(complete=True)
+    plot(result["rows"], out.with_suffix(".png"))
+    for row in result["rows"]:
+        medians = {k: (row[k] or {}).get("median") for k in ("throughput_tok_s", "relative_to_nondet", "vs_stock")
+                   if k in row}
+        print(json.dumps({k: row[k] for k in ("server", "variant", "det_fraction")} | medians))
+    print(f"solo check: {result['solo_check']}")
     print(f"wrote {out}")
-
-
-def write_result(out: Path, header: dict, rows: list[dict], complete: bool) -> None:
-    """The result file: ``header``, then ``rows`` with their ratios to the baselines present."""
-    base = {(r["server"], r["variant"]): r for r in rows if r["det_fraction"] == 0.0}
-    ours_base = next((r for (server, _), r in base.items() if server == "ours"), None)
-    for r in rows:
-        # Each variant against its own all-non-deterministic run (else the first variant's).
-        nondet = base.get(("ours", r["variant"]), ours_base)
-        if nondet is not None:
-            r["throughput_relative_to_nondet"] = r["throughput_tok_s"] / nondet["throughput_tok_s"]
-        for baseline in ("stock", "sglang_deterministic"):
-            if (baseline, None) in base:
-                r[f"speedup_vs_{baseline}"] = r["throughput_tok_s"] / base[(baseline, None)]["throughput_tok_s"]
-    out.write_text(json.dumps({**header, "complete": complete, "rows": rows}, indent=2))
+    if not result["solo_check"]["every_output_identical"]:
+        sys.exit("a deterministic output differed from its solo run")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ vocabulary size (``triton`` switches to the split strategy above ``SPLIT_ABOVE``
 Medians over ``--repeats`` timings of ``--iterations`` calls each. Writes JSON with the card and
 versions.
 
-    python scripts/bench_seeded_sampler.py --out-dir benchmarks/results
+    python scripts/bench_seeded_sampler.py --out-dir benchmarks/results/bench_seeded_sampler
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pass-shape", default="8x32", help="verification pass rows x window (B x W)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "bench_seeded_sampler")
     args = parser.parse_args(argv)
     kernels = args.kernels.split(",") if args.kernels else (
         [*SAMPLING_KERNELS, "triton-one-program"] if args.device == "cuda" else ["torch"])

@@ -11,7 +11,7 @@ fetched over the network. On the Llama-3-70B layer shape with
 ``--layers`` layers and dummy weights (see bench_tokenweave_model.py). SGLang's Engine loads
 the plugins itself, so the overlay only needs its two environment variables. Each variant runs
 ``--repeats`` times per workload in fresh processes; medians. Writes
-benchmarks/results/bench_tokenweave_throughput_<card>_tp<N>.json and a PNG beside it.
+benchmarks/results/bench_tokenweave_throughput/bench_tokenweave_throughput_<card>_tp<N>.json and a PNG beside it.
 
 On the GPU machine (package installed next to the bundle's SGLang, as for the model bench):
 
@@ -93,7 +93,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--tokenweave-config", default=None)
     p.add_argument("--timeout", type=int, default=900)
-    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results" / "bench_tokenweave_throughput"))
     args = p.parse_args(argv)
     import torch
 

@@ -13,7 +13,7 @@ whose token differs between the two, for
 Temperature ``--temperature`` for the sampled ones. ``effective_tokens``: the median of
 1 / sum(p**2), how many tokens the distribution spreads over. CPU only; writes JSON.
 
-    python scripts/sampler_flip_rates.py --out-dir benchmarks/results
+    python scripts/sampler_flip_rates.py --out-dir benchmarks/results/sampler_flip_rates
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scales", default="1,2,4,8")
     parser.add_argument("--errors", default="0.004,0.01")
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "sampler_flip_rates")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the same numbers on any machine
     results = [flip_rates(args.rows, args.vocab, float(s), float(e), args.temperature, seed=i)

@@ -1,4 +1,5 @@
-"""Pure helpers of the benchmark scripts: the recorded command line and the scaled model copy."""
+"""Pure helpers of the benchmark scripts, without servers: the recorded command line, the models they
+write, bench_determinism's measurement order, solo checks, rows and result."""
 
 import json
 import shutil
@@ -78,87 +79,205 @@ def test_server_variants_parse_into_label_and_flags():
     assert bench_determinism.parse_variant("default:") == ("default", [])
 
 
-def test_result_rows_compare_each_variant_with_its_own_non_deterministic_run(tmp_path):
-    def row(server, variant, fraction, tok_s):
-        return {"server": server, "variant": variant, "det_fraction": fraction, "throughput_tok_s": tok_s}
+class FakeLoad:
+    """Stands in for the server: records what the benchmark sends, answers with outputs that
+    depend on the request only (``wrong``: the keys of requests to answer differently once)."""
 
-    rows = [row("stock", None, 0.0, 100.0), row("ours", "a", 0.0, 80.0), row("ours", "a", 0.1, 40.0),
-            row("ours", "b", 0.0, 50.0), row("ours", "b", 0.1, 40.0), row("ours", "c", 0.1, 20.0)]
-    out = tmp_path / "r.json"
-    bench_determinism.write_result(out, {"card": "x"}, rows, complete=False)
-    saved = json.loads(out.read_text())
-    assert saved["card"] == "x" and saved["complete"] is False
-    relative = [r["throughput_relative_to_nondet"] for r in saved["rows"]]
-    assert relative == [1.25, 1.0, 0.5, 1.0, 0.8, 0.25]  # "c" has no 0% row: the first variant's
-    assert [r["speedup_vs_stock"] for r in saved["rows"]] == [1.0, 0.8, 0.4, 0.5, 0.4, 0.2]
+    def __init__(self, monkeypatch, wrong=()):
+        self.events, self.solo, self.wrong = [], [], set(wrong)
+        monkeypatch.setattr(bench_determinism, "flush_prefix_cache", lambda url: self.events.append("flush"))
+        monkeypatch.setattr(bench_determinism, "counters", self.counters)
+        monkeypatch.setattr(bench_determinism, "run_load", self.run_load)
+        self.verified = 0.0
 
+    def counters(self, url):
+        self.events.append("counters")
+        self.verified += 10.0
+        return {"tokens_verified": self.verified, "tokens_rolled_back": self.verified / 10, "verification_seconds": 0.5}
 
-def test_repeated_runs_are_summarized_by_medians_and_every_output_is_checked():
-    # (latencies s, outputs, wall s) of three loaded runs; request 0 is checked against its solo run
-    runs = [([1.0, 2.0, 3.0], [[1, 2], [3]], 1.0), ([2.0, 4.0, 6.0], [[1, 2], [3]], 3.0),
-            ([1.5, 1.5, 1.5], [[1, 9], [3]], 2.0)]
-    delta = {"tokens_verified": 40.0, "tokens_rolled_back": 10.0, "verification_passes": 6.0,
-             "verification_seconds": 1.2, "isolated_prefills": 9.0, "fast_path_steps": 30.0,
-             "sampler_seconds": 0.3}
-    summary = bench_determinism.summarize(runs, {0: [1, 2]}, delta)
-    assert summary["repeats"] == 3 and summary["throughput_samples"] == [3.0, 1.0, 1.5]
-    assert summary["throughput_tok_s"] == 1.5 and summary["latency_p50_us"] == 2.0e6
-    assert summary["identical"] == 2 / 3  # the third run's output differs from the solo run
-    assert summary["rollback_rate"] == 0.25 and summary["verification_passes"] == 2.0
-    assert summary["verify_time_share"] == pytest.approx(0.2)  # of the runs' 6 s
-    assert summary["isolated_prefills"] == 3.0 and summary["fast_path_steps"] == 10.0
-    assert summary["sampler_time_share"] == pytest.approx(0.05)
-    plain = bench_determinism.summarize(runs[:1], {}, {})
-    assert plain["identical"] is None and plain["rollback_rate"] is None and plain["verify_time_share"] is None
-    assert plain["isolated_prefills"] is None and plain["sampler_time_share"] is None
+    def run_load(self, url, work, concurrency):
+        if len(work) == 1:
+            self.events.append("solo")
+            self.solo.append(bench_determinism.request_key(work[0]))
+        else:
+            self.events.append("warm" if work[0]["sampling_params"]["max_new_tokens"] == 4 else "run")
+        outputs = []
+        for w in work:
+            key = bench_determinism.request_key(w)
+            outputs.append([len(w["text"]) % 97, w["sampling_params"].get("sampling_seed", -1)])
+            if key in self.wrong and len(work) > 1:
+                self.wrong.discard(key)
+                outputs[-1] = [0, 0]
+        return [0.1] * len(work), outputs, 2.0
 
 
-def test_every_loaded_run_starts_from_an_empty_prefix_cache(monkeypatch):
-    events = []
-    monkeypatch.setattr(bench_determinism, "flush_prefix_cache", lambda url: events.append("flush"))
-    monkeypatch.setattr(bench_determinism, "counters", lambda url: {})
-
-    def run_load(url, work, concurrency):
-        events.append("solo" if len(work) == 1 else "warm" if work[0]["sampling_params"]["max_new_tokens"] == 4
-                      else "run")
-        return [0.1] * len(work), [[1, 2]] * len(work), 1.0
-
-    monkeypatch.setattr(bench_determinism, "run_load", run_load)
-    work = bench_determinism.make_workload(8, 0.5, seed=0, max_new_tokens=16)
-    server = type("S", (), {"url": "http://x"})()
-    bench_determinism.measure(server, work, concurrency=4, solo_check=1, repeats=3)
-    assert events == ["warm", "flush", "run", "flush", "run", "flush", "run", "solo"]
+class FakeRunner:
+    def record(self):
+        return {"sides": {}}
 
 
-def test_the_profiled_run_comes_after_the_counted_runs_and_counters(monkeypatch, tmp_path):
-    events = []
-    monkeypatch.setattr(bench_determinism, "flush_prefix_cache", lambda url: events.append("flush"))
-    monkeypatch.setattr(bench_determinism, "counters", lambda url: events.append("counters") or {})
+def make_bench(tmp_path, argv):
+    args = bench_determinism.parse_args(argv)
+    sides, configs = bench_determinism.make_configs(args, "cpu")
+    fractions = sorted({f for r in configs.values() for f in r.fractions})
+    workloads = {f: bench_determinism.make_workload(args.requests, f, 0, args.max_new_tokens) for f in fractions}
+    return bench_determinism.Bench(args, configs, workloads, tmp_path / "r.json", FakeRunner(), {"card": "cpu"}), sides
+
+
+def test_each_request_is_the_same_in_every_fraction_so_deterministic_ones_are_distinct_once():
+    half = bench_determinism.make_workload(8, 0.5, seed=0, max_new_tokens=16)
+    every = bench_determinism.make_workload(8, 1.0, seed=0, max_new_tokens=16)
+    assert [i for i, w in enumerate(half) if w["sampling_params"].get("deterministic")] == [0, 2, 4, 6]
+    assert all(half[i] == every[i] for i in (0, 2, 4, 6)) and half[1] != every[1]
+    assert all(w["sampling_params"]["ignore_eos"] for w in every)
+    real = bench_determinism.make_workload(3, 1.0, seed=0, max_new_tokens=16, prompts=[("hi", 8), ("long", 64)])
+    assert [w["text"] for w in real] == ["hi", "long", "hi"]
+    assert [w["sampling_params"]["max_new_tokens"] for w in real] == [8, 16, 8]
+    assert not any(w["sampling_params"]["ignore_eos"] for w in real)
+
+
+def test_every_distinct_deterministic_request_is_run_alone_once_by_default(monkeypatch, tmp_path):
+    load = FakeLoad(monkeypatch)
+    bench, sides = make_bench(tmp_path, ["--servers", "ours", "--fractions", "0,0.5,1", "--requests", "8",
+                                         "--repeats", "2"])
+    [ours] = sides
+    bench.measure(0, ours, type("S", (), {"url": "http://x"})())
+    run = ["counters", "flush", "run", "counters"]
+    assert load.events == ["warm", *run * 3] and not load.solo  # solo runs after the side's last repeat only
+    load.events.clear()
+    bench.measure(1, ours, type("S", (), {"url": "http://x"})())
+    assert load.events == ["warm", *run * 3, *["solo"] * 8]
+    assert sorted(load.solo) == sorted(bench.distinct_keys("ours")) and len(set(load.solo)) == 8
+    result = json.loads((tmp_path / "r.json").read_text())
+    check = result["solo_check"]
+    assert check["sample"] == "every deterministic request" and check["checked_requests"] == {"ours": 8}
+    assert check["distinct_deterministic_requests"] == {"ours": 8}
+    # 4 deterministic at 50%, 8 at 100%, in each of the 2 repeats
+    assert check["pairs"] == 2 * (4 + 8) and check["every_output_identical"] is True
+    # the repeats measured the fractions in opposite orders
+    assert [r["det_fraction"] for r in result["rows"]] == [0.0, 0.5, 1.0]
+
+
+def test_a_smaller_solo_sample_is_named_and_a_mismatch_is_counted(monkeypatch, tmp_path):
+    bench, sides = make_bench(tmp_path, ["--servers", "ours", "--fractions", "0,0.5", "--requests", "8",
+                                         "--repeats", "1", "--solo-check", "2"])
+    first = bench.distinct_keys("ours")[0]
+    load = FakeLoad(monkeypatch, wrong=[first])
+    bench.measure(0, sides[0], type("S", (), {"url": "http://x"})())
+    assert load.solo == bench.distinct_keys("ours")[:2]
+    check = bench.solo_check()
+    assert check["sample"] == "the first 2 distinct deterministic requests"
+    assert check["distinct_deterministic_requests"] == {"ours": 4} and check["checked_requests"] == {"ours": 2}
+    assert check["pairs"] == 2 and check["mismatched"] == 1 and check["every_output_identical"] is False
+    half = next(r for r in bench.rows() if r["det_fraction"] == 0.5)
+    assert half["identical"] == {"pairs": 2, "matched": 1, "share": 0.5}
+
+
+def test_rows_take_ratios_from_the_runs_of_one_repeat(tmp_path):
+    bench, _ = make_bench(tmp_path, ["--servers", "stock,ours", "--fractions", "0,0.1", "--repeats", "3"])
+
+    def sample(tok_s):
+        return {"throughput_tok_s": tok_s, "latency_p50_us": 1.0, "latency_p99_us": 2.0, "rollback_rate": None}
+
+    for r, (stock, zero, ten) in enumerate([(100.0, 100.0, 90.0), (50.0, 100.0, 50.0), (100.0, 50.0, 45.0)]):
+        bench.configs["stock"].samples[(0.0, r)] = sample(stock)
+        bench.configs["ours"].samples[(0.0, r)] = sample(zero)
+        bench.configs["ours"].samples[(0.1, r)] = sample(ten)
+    rows = {(row["server"], row["det_fraction"]): row for row in bench.rows()}
+    ten = rows[("ours", 0.1)]
+    assert ten["throughput_tok_s"]["median"] == 50.0 and ten["repeats"] == 3
+    assert ten["relative_to_nondet"]["samples"] == [0.9, 0.5, 0.9] and ten["relative_to_nondet"]["median"] == 0.9
+    assert ten["vs_stock"]["samples"] == [0.9, 1.0, 0.45]
+    assert rows[("ours", 0.0)]["vs_stock"]["samples"] == [1.0, 2.0, 0.5]
+    assert ten["vs_sglang_deterministic"] is None and ten["rollback_rate"] is None
+    [first, second] = bench.headlines(bench.rows())
+    assert first["label"] == "ours at 10% deterministic / 0%" and first["median"] == 0.9
+    assert (second["label"], second["min"], second["max"]) == ("ours at 0% / stock", 0.5, 2.0)
+
+
+def test_a_runs_counters_become_rates_of_that_run():
+    s = bench_determinism.run_sample([1.0, 2.0, 3.0, 4.0], [[1, 2], [3], [4], [5, 6, 7]], 2.0,
+                                     {"tokens_verified": 40.0, "tokens_rolled_back": 10.0, "verification_passes": 6.0,
+                                      "verification_seconds": 0.5, "isolated_prefills": 3.0, "sampler_seconds": 0.1})
+    assert s["throughput_tok_s"] == 3.5 and s["latency_p50_us"] == 2.0e6 and s["latency_p99_us"] == 4.0e6
+    assert s["rollback_rate"] == 0.25 and s["verification_passes"] == 6.0 and s["verify_time_share"] == 0.25
+    assert s["isolated_prefills"] == 3.0 and s["fast_path_steps"] is None and s["sampler_time_share"] == 0.05
+    plain = bench_determinism.run_sample([1.0], [[1]], 1.0, {})
+    assert plain["rollback_rate"] is None and plain["verify_time_share"] is None
+
+
+def test_the_profiled_run_comes_after_the_counted_runs_and_before_the_solo_runs(monkeypatch, tmp_path):
+    load = FakeLoad(monkeypatch)
 
     class Recording:
         def __init__(self, pid, summary, raw):
-            events.append(("profile", pid, summary.name, raw.name))
+            load.events.append(("profile", pid, summary.name, raw.name))
 
         def __enter__(self):
-            events.append("start")
+            load.events.append("start")
 
         def __exit__(self, *exc):
-            events.append("stop")
+            load.events.append("stop")
 
-    def run_load(url, work, concurrency):
-        events.append("solo" if len(work) == 1 else "warm" if work[0]["sampling_params"]["max_new_tokens"] == 4
-                      else "run")
-        return [0.1] * len(work), [[1, 2]] * len(work), 2.0
-
-    monkeypatch.setattr(bench_determinism, "run_load", run_load)
     monkeypatch.setattr(scheduler_profile, "record", Recording)
-    work = bench_determinism.make_workload(8, 0.5, seed=0, max_new_tokens=16)
+    bench, sides = make_bench(tmp_path, ["--servers", "ours", "--fractions", "0.5", "--requests", "4",
+                                         "--repeats", "1", "--profile-scheduler"])
     server = type("S", (), {"url": "http://x", "proc": type("P", (), {"pid": 42})()})()
-    row = bench_determinism.measure(server, work, concurrency=4, solo_check=1, repeats=2,
-                                    profile=(tmp_path / "summary.txt", tmp_path / "stacks.raw.txt"))
-    assert events == ["warm", "counters", "flush", "run", "flush", "run", "counters",
-                      "flush", ("profile", 42, "summary.txt", "stacks.raw.txt"), "start", "run", "stop", "solo"]
-    assert row["repeats"] == 2
+    bench.measure(0, sides[0], server)
+    assert load.events == ["warm", "counters", "flush", "run", "counters", "flush",
+                           ("profile", 42, "r_profile_ours_0.5.txt", "profile_ours_0.5.raw.txt"), "start", "run",
+                           "stop", "solo", "solo"]
+
+
+def test_the_result_json_has_the_harness_schema(monkeypatch, tmp_path):
+    from sglang_tokenweave.bench import record
+    from sglang_tokenweave.bench.runner import Runner
+    from sglang_tokenweave.bench.sides import Launch, forced_on_both
+
+    FakeLoad(monkeypatch)
+    args = bench_determinism.parse_args(["--fractions", "0,0.5", "--requests", "4", "--repeats", "1"])
+    sides, configs = bench_determinism.make_configs(args, "cpu")
+    assert [s.name for s in sides] == ["stock", "sglang_deterministic", "ours"]
+    runner = Runner(Launch(["--tp", "1"], forced_on_both("cpu"), environ={}), sides, 1, "cpu", tmp_path)
+    head = record.header("bench_determinism", bench_determinism.__file__, [], "cpu", 1)
+    workloads = {f: bench_determinism.make_workload(4, f, 0, 8) for f in (0.0, 0.5)}
+    bench = bench_determinism.Bench(args, configs, workloads, tmp_path / "r.json", runner, head)
+    for repeat, side in [(0, s) for s in sides]:
+        bench.measure(repeat, side, type("S", (), {"url": "http://x"})())
+    result = bench.write(complete=True)
+    assert json.loads((tmp_path / "r.json").read_text()) == result
+    assert {"format", "benchmark", "date", "git", "card", "versions", "command", "complete", "headline",
+            "solo_check", "sides", "forced_on_both", "machine_env", "dropped_inherited_env", "multicast_pointers",
+            "plan", "rows"} <= set(result)
+    assert result["sides"]["stock"]["flags"] == []
+    assert result["sides"]["ours"]["flags"] == ["--enable-deterministic-requests"]
+    assert result["sides"]["sglang_deterministic"]["flags"] == ["--enable-deterministic-inference"]
+    row = next(r for r in result["rows"] if r["server"] == "ours" and r["det_fraction"] == 0.5)
+    assert set(row["throughput_tok_s"]) == {"median", "min", "max", "samples"}
+    assert row["relative_to_nondet"]["median"] == 1.0 and row["vs_stock"]["median"] == 1.0
+    assert row["vs_sglang_deterministic"]["median"] == 1.0
+
+
+def test_a_real_model_needs_the_prompt_set(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "prompt_set", None)  # import fails
+    with pytest.raises(SystemExit, match="prompt set"):
+        bench_determinism.prompt_set_texts(str(tiny_model_path()), 4)
+
+    class Prompt:
+        def __init__(self, i):
+            self.id, self.category, self.max_tokens = f"p{i}", "qa", 32 + i
+            self.messages = [{"role": "user", "content": f"question {i}"}]
+
+    fake = type(sys)("prompt_set")
+    fake.sample_prompts = lambda n, seed: [Prompt(i) for i in range(n)]
+    fake.prompt_text = lambda p, tok: tok.apply_chat_template(p.messages, tokenize=False, add_generation_prompt=True)
+    monkeypatch.setitem(sys.modules, "prompt_set", fake)
+    with pytest.raises(SystemExit, match="prompt set"):
+        bench_determinism.prompt_set_texts(str(tiny_model_path()), 4, tmp_path / "missing.jsonl")
+    (tmp_path / "set.jsonl").write_text("{}\n")
+    texts, about = bench_determinism.prompt_set_texts(str(tiny_model_path()), 3, tmp_path / "set.jsonl")
+    assert [m for _, m in texts] == [32, 33, 34] and about["ids"] == ["p0", "p1", "p2"]
+    assert texts[1][0].endswith("<|user|>\nquestion 1\n<|assistant|>\n")
 
 
 def test_scheduler_profile_summary_counts_each_function_once_per_stack():

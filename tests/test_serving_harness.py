@@ -4,6 +4,8 @@ import socket
 
 import serving
 
+from sglang_tokenweave.bench import server as harness_server
+
 
 def test_a_taken_port_is_given_up_for_another(tmp_path, monkeypatch):
     with socket.socket() as held:
@@ -11,8 +13,8 @@ def test_a_taken_port_is_given_up_for_another(tmp_path, monkeypatch):
         held.listen()
         taken = held.getsockname()[1]
         choices = iter([taken])
-        choose = serving.free_port
-        monkeypatch.setattr(serving, "free_port", lambda: next(choices, None) or choose())
+        choose = harness_server.free_port
+        monkeypatch.setattr(harness_server, "free_port", lambda: next(choices, None) or choose())
         server = serving.Server([], tmp_path / "server.log")
         try:
             assert server.port != taken

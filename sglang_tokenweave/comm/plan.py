@@ -2,7 +2,7 @@
 
 Every input here is identical on all ranks (token count, world size, hidden size), so every
 rank decides the same and the kernels' cross-rank barriers pair up. Defaults come from
-benchmarks/results/bench_fused_allreduce_rmsnorm_h100_tp{2,4}.json (see docs/kernel-notes.md).
+benchmarks/results/bench_fused_allreduce_rmsnorm/bench_fused_allreduce_rmsnorm_h100_tp{2,4}.json (see docs/kernel-notes.md).
 """
 
 from dataclasses import dataclass

@@ -16,7 +16,7 @@ and takes every request with a complete block. Fewer, fuller passes, at the pric
 discarded tokens after a mismatch (later blocks are built on the wrong token) and of streaming
 in coarser steps.
 Defaults: W=32, B=8 (256 tokens, a small extend pass), L=2 (or B, if B is smaller). Measured
-(benchmarks/results/bench_determinism_h100_tp2_llama-1b*.json: 2 H100s, TP2, a 1B-parameter
+(benchmarks/results/bench_determinism/bench_determinism_h100_tp2_llama-1b*.json: 2 H100s, TP2, a 1B-parameter
 random-weight Llama, 512 requests x 128 tokens at concurrency 64): with L=1 a pass carries about
 one request's row and passes take 28% of the wall time at 10% deterministic traffic; L=2 cut the
 passes 2.5x (189 -> 77) and raised throughput 1.29x at 10%, 1.31x at 50%, 1.41x at 100%; L=4
@@ -57,7 +57,7 @@ def sampling_kernel_error(kernel: str, device: str) -> str | None:
 def resolve_sampling_kernel(kernel: str, device: str) -> str:
     """The kernel that serves on SGLang's ``--device``: ``auto`` is the Triton kernel on CUDA
     GPUs (on an H100 it takes less host time and less GPU time per batch than the PyTorch path
-    at 512 and 151,936 tokens: benchmarks/results/bench_seeded_sampler_h100.json) and the
+    at 512 and 151,936 tokens: benchmarks/results/bench_seeded_sampler/bench_seeded_sampler_h100.json) and the
     PyTorch path elsewhere (Triton has no CPU backend)."""
     if error := sampling_kernel_error(kernel, device):
         raise ValueError(error)

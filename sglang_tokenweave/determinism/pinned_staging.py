@@ -4,7 +4,7 @@ A copy from pageable memory waits for every kernel queued before it; a copy from
 does not. ``Tensor.pin_memory()`` gets a fresh pinned block from PyTorch's caching host
 allocator on every call; in a serving scheduler that call and the copy took about 180 us per
 sampling plan (py-spy samples of the scheduler, 1 x H200, TP1, 10% deterministic traffic:
-benchmarks/results/bench_determinism_h200_tp1_llama-1b-1gpu_profile_ours_default_0.1.txt),
+benchmarks/results/bench_determinism/bench_determinism_h200_tp1_llama-1b-1gpu_profile_ours_default_0.1.txt),
 several times the rest of the plan's work. Here a ring of pinned byte buffers is allocated once
 and reused: before a slot is written again, the copy that last read it must have run (its
 event; with dozens of slots it always has). A copy may hold any numpy dtype: the bytes travel

@@ -6,7 +6,7 @@ eagerly between the captured pieces) every pass replays the same captured kernel
 token bucket: its numerics depend on the server's configuration alone, as eager ones do. The
 eager forward launches its kernels one by one from the host: on 2 H100s (TP2, a 16-layer 1B
 model, 256-token passes) a pass took about 22 ms eager and 12 ms in the graph, for about 3 ms
-of GPU work (benchmarks/results/bench_determinism_h100_tp2_llama-1b-verify-path-and-window.json).
+of GPU work (benchmarks/results/bench_determinism/bench_determinism_h100_tp2_llama-1b-verify-path-and-window.json).
 
 The path is chosen at the first pass, logged and reported (``/tokenweave/status``), then kept:
 were a later pass refused by the graph runner (it cannot be, for a fixed shape), it fails

@@ -1,0 +1,58 @@
+"""A benchmark's runs, in the plan's order: per (repeat, side) a fresh server process, measured
+by the benchmark's callback and killed; each side's all-reduce path read from its log (NVLink
+multicast refused), and at TP > 1 on GPUs the multicast pointer probed with the servers'
+environment before the first server starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .allreduce_log import allreduce_path, check_multicast_off
+from .plan import interleaved
+from .server import ServerProcess
+from .sides import MULTICAST_OFF, Launch, Side
+
+Measure = Callable[[int, Side, ServerProcess], None]
+
+
+class Runner:
+    def __init__(self, launch: Launch, sides: Sequence[Side], tp: int, device: str, logs: Path,
+                 start_timeout: float = 1200):
+        names = [s.name for s in sides]
+        if len(set(names)) != len(names):
+            raise ValueError(f"side names repeat: {names}")
+        self.launch, self.sides, self.tp, self.device = launch, list(sides), tp, device
+        self.logs, self.start_timeout = Path(logs), start_timeout
+        self.allreduce: dict[str, dict] = {}
+        self.multicast_pointers: list[int] | str = "n/a"
+        self.runs: list[dict] = []
+
+    def run(self, repeats: int, measure: Measure) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if self.tp > 1 and self.device == "cuda":
+            from .multicast_probe import probe
+
+            self.multicast_pointers = probe(self.tp, self.launch.child_env(self.sides[0]))
+            if any(self.multicast_pointers):
+                raise RuntimeError(f"NVLink multicast is on here (pointers {self.multicast_pointers}): refused")
+        for repeat, side in interleaved(self.sides, repeats):
+            self.runs.append({"repeat": repeat, "side": side.name})
+            server = ServerProcess(side.module, self.launch.args(side), self.logs / f"{side.name}_r{repeat}.log",
+                                   self.launch.env(side), base_env=self.launch.base_env,
+                                   start_timeout=self.start_timeout)
+            try:
+                found = allreduce_path(server.log_text(), self.tp, self.device)
+                check_multicast_off(found, f"{side.name} (repeat {repeat})")
+                self.allreduce.setdefault(side.name, found)
+                measure(repeat, side, server)
+            finally:
+                server.kill()
+
+    def record(self) -> dict:
+        """The sides as run (command, environment, all-reduce path), what both got alike, what was
+        dropped from the inherited environment, and the run order."""
+        sides = {s.name: {**self.launch.record(s), "allreduce": self.allreduce.get(s.name)} for s in self.sides}
+        return {"sides": sides, "forced_on_both": self.launch.forced.record(), "machine_env": dict(MULTICAST_OFF),
+                "dropped_inherited_env": self.launch.dropped_env, "multicast_pointers": self.multicast_pointers,
+                "plan": self.runs}
