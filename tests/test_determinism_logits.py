@@ -60,3 +60,30 @@ def test_mismatch_counters_split_greedy_and_bucket_the_offset():
     assert snap["tokens_verified_greedy"] == 64 and snap["tokens_rolled_back_greedy"] == 32
     assert snap["tokens_verified"] == 192 and snap["tokens_rolled_back"] == 95
     assert [snap[f"mismatch_offset_{b}"] for b in ("0_3", "4_15", "16_31", "32_up")] == [1, 1, 1, 1]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tokens, hidden, vocab", [(1, 576, 49152), (64, 576, 49152), (256, 2048, 32000)])
+def test_float32_logits_on_cuda_keep_the_accumulator_under_graph_replay(tokens, hidden, vocab):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    gen = torch.Generator(device="cuda").manual_seed(tokens + hidden)
+    h = torch.randn(tokens, hidden, device="cuda", generator=gen).to(torch.bfloat16)
+    w = (torch.randn(vocab, hidden, device="cuda", generator=gen) / hidden ** 0.5).to(torch.bfloat16)
+    out = logits_float32(h, w)
+    exact = h.double() @ w.double().t()
+    assert out.dtype == torch.float32 and out.shape == (tokens, vocab)
+    assert ((out.double() - exact).norm() / exact.norm()).item() < 1e-5  # float32 accumulation
+    rounded_error = ((h @ w.t()).double() - exact).norm() / exact.norm()
+    assert rounded_error > 10 * ((out.double() - exact).norm() / exact.norm())
+    graph, static_h = torch.cuda.CUDAGraph(), h.clone()
+    logits_float32(static_h, w)  # warm-up outside capture (cuBLAS workspace)
+    torch.cuda.synchronize()
+    with torch.cuda.graph(graph):
+        static_out = logits_float32(static_h, w)
+    fresh = torch.randn(tokens, hidden, device="cuda", generator=gen).to(torch.bfloat16)
+    static_out.fill_(float("nan"))  # poison: the replay must write every element
+    static_h.copy_(fresh)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(static_out, logits_float32(fresh, w))  # same GEMM, same bits
