@@ -60,6 +60,28 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         feature="cpu",
         why="SGLang binds one NUMA node per TP rank; a small machine has one node for all ranks",
     ),
+    PatchTarget(
+        target="sglang.srt.utils.common.get_available_gpu_memory",
+        hook="sglang_tokenweave.cpu_support:rank_share_of_cpu_memory",
+        kind="around",
+        feature="cpu",
+        why="on CPU SGLang gives each rank a NUMA node's free memory for its KV pool; our ranks share "
+        "the machine, so each sizes its pools from its share (else the OOM killer ends a rank)",
+    ),
+    PatchTarget(
+        target="sglang.srt.constrained.xgrammar_backend._allocate_token_bitmask",
+        hook="sglang_tokenweave.cpu_grammar:allocate_bitmask_unpinned",
+        kind="replace",
+        feature="cpu",
+        why="xgrammar's token bitmask is pinned for a GPU copy; pinning without a CUDA driver kills the scheduler",
+    ),
+    PatchTarget(
+        target="sglang.srt.constrained.xgrammar_backend.XGrammarGrammar.apply_vocab_mask",
+        hook="sglang_tokenweave.cpu_grammar:apply_bitmask_on_cpu",
+        kind="around",
+        feature="cpu",
+        why="SGLang applies the bitmask with a GPU kernel and raises on CPU logits; xgrammar has a CPU kernel",
+    ),
     # --- feature "tokenweave" (fused all-reduce + norm, token splitting) ---
     PatchTarget(
         target="sglang.srt.model_executor.model_runner.ModelRunner.init_attention_backends",

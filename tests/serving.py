@@ -13,7 +13,9 @@ from pathlib import Path
 import requests
 
 # Small KV pool: allocating SGLang's default pool on CPU takes most of a minute.
-CPU_SERVER_ARGS = ["--max-total-tokens", "8192", "--mem-fraction-static", "0.5", "--log-level", "info"]
+SMALL_POOL_ARGS = ["--max-total-tokens", "8192", "--mem-fraction-static", "0.5"]
+LOG_ARGS = ["--log-level", "info"]
+CPU_SERVER_ARGS = [*SMALL_POOL_ARGS, *LOG_ARGS]
 START_TIMEOUT_S = float(os.environ.get("SGLANG_TOKENWEAVE_TEST_START_TIMEOUT", "600"))
 # When a request has had no output for this long, SGLang asks Starlette whether the client is
 # still connected, and on a busy 2-core CPU that probe can answer "disconnected" for a live client
@@ -38,13 +40,14 @@ class PortTaken(RuntimeError):
 
 
 class Server:
-    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
+    def __init__(self, args: list[str], log_path: Path, env: dict | None = None, small_pool: bool = True):
+        """``small_pool=False``: SGLang's default memory settings (a pool sized from free memory)."""
         self.log_path = log_path
         for attempt in range(START_ATTEMPTS):
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             cmd = [sys.executable, "-m", "sglang_tokenweave.launch_server", "--host", "127.0.0.1",
-                   "--port", str(self.port), *CPU_SERVER_ARGS, *args]
+                   "--port", str(self.port), *(CPU_SERVER_ARGS if small_pool else LOG_ARGS), *args]
             self._log = open(log_path, "w")
             # A session of its own, so teardown can kill the whole tree (SGLang spawns children).
             self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
