@@ -49,9 +49,11 @@ LLAMA_8B_SHAPE = {**LLAMA_1B_SHAPE, "hidden_size": 4096, "intermediate_size": 14
 # SGLang shards the vocabulary in units of 64 rows per rank: a checkpoint for TP = 3 pads it
 # past the tokenizer's (zero rows, never predicted) to a multiple of 3 x 64.
 VOCAB_PADDING = 64
-# The tiny model with head counts, MLP width and vocabulary that divide by 3: TP = 3.
-TINY_LLAMA_TP3 = {**TINY_LLAMA, "hidden_size": 96, "intermediate_size": 192, "num_attention_heads": 6,
-                  "num_key_value_heads": 3, "vocab_size": 576}
+# The tiny model with head counts, MLP width and vocabulary that divide by 3: TP = 3. Its KV cache
+# holds 2 KB per token and rank in fp32 (small real models hold more), so SGLang's per-token
+# bookkeeping (about 40 bytes, outside its memory budget) stays small beside a default-sized pool.
+TINY_LLAMA_TP3 = {**TINY_LLAMA, "hidden_size": 192, "intermediate_size": 384, "num_hidden_layers": 4,
+                  "num_attention_heads": 6, "num_key_value_heads": 6, "head_dim": 32, "vocab_size": 576}
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2, as the config says
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"

@@ -1,18 +1,19 @@
 """TP = 3 on CPU, a TP size that divides neither 128 nor the CPU's memory by NUMA node.
 
-- SGLang's default memory settings (no --max-total-tokens / --mem-fraction-static): every rank
-  sizes its KV pool from its share of the machine's free memory. Before, each rank took the
-  whole machine's share and the OOM killer ended one during start-up.
-- ``--enable-tokenweave``: the split planner aligns the cut to lcm(128, 3) = 384 rows. Before, it
-  refused 128 at the first prefill on every rank and the server died. Its logprobs and greedy
-  tokens match the same model served without TokenWeave.
+One TP3 server with ``--enable-tokenweave`` and SGLang's default memory settings (no
+--max-total-tokens / --mem-fraction-static):
 
-One server at a time: the default-memory server (the reference outputs) is stopped before the
-TokenWeave server starts, since its pool takes most of the free memory.
+- every rank sizes its KV pool from its share of the machine's free memory. Before, each rank
+  took the whole machine's and the OOM killer ended one during start-up;
+- the split planner aligns the cut to lcm(128, 3) = 384 rows. Before, it refused 128 at the first
+  prefill on every rank and the server died. Its logprobs and greedy tokens match the same model
+  served at TP1 without TokenWeave (started after the TP3 server is stopped: its pool takes most
+  of the free memory, and TP1 starts faster than a second TP3 server).
 """
 
 import random
 import re
+from dataclasses import dataclass
 
 import psutil
 import pytest
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.e2e
 TP = 3
 THRESHOLD = 700
 TOLERANCE = 1e-4  # fp32 logprobs, as in test_tokenweave_cpu_correctness.py
-COMMON = ["--tp", str(TP), "--dtype", "float32", "--model-path", str(tiny_model_path(TINY_LLAMA_TP3))]
+COMMON = ["--dtype", "float32", "--model-path", str(tiny_model_path(TINY_LLAMA_TP3))]
 ENV = {"SGLANG_REQUEST_STATE_WAIT_TIMEOUT": "900"}
 # (name, prompt lengths): fuse-only below the threshold; above it (T = 1000) the cut lands at
 # row 384 (T // 2 rounded to 384), inside request 1 (rows 300..800).
@@ -45,28 +46,39 @@ def _generate(server, prompts):
     return r.json()
 
 
+def _outputs(server):
+    return {name: _generate(server, _prompts(lengths, seed=len(name))) for name, lengths in BATCHES}
+
+
+@dataclass
+class Tp3Run:
+    text: object  # the response to a text request
+    outputs: dict
+    status: dict
+    log: str
+
+
 @pytest.fixture(scope="module")
-def stock_run(start_server):
-    """Serve at TP3 with the default memory settings; return its KV pool lines and outputs."""
-    server = start_server(COMMON, env=ENV, small_pool=False)
+def tp3(start_server):
+    server = start_server(["--tp", str(TP), *COMMON, "--enable-tokenweave", "--tokenweave-split-threshold",
+                           str(THRESHOLD), "--tokenweave-fused-threshold", "1"], env=ENV, small_pool=False)
     text = server.post("/generate", {"text": "The capital of France is",
                                      "sampling_params": {"max_new_tokens": 8, "temperature": 0}}, timeout=900)
-    outputs = {name: _generate(server, _prompts(lengths, seed=len(name))) for name, lengths in BATCHES}
-    log = server.log_path.read_text(errors="replace")
+    outputs = _outputs(server)
+    run = Tp3Run(text, outputs, server.get("/tokenweave/status").json(), server.log_path.read_text(errors="replace"))
     server.kill()
-    return text, KV_LINE.findall(log), outputs
+    return run
 
 
 @pytest.fixture(scope="module")
-def woven(stock_run, start_server):
-    return start_server([*COMMON, "--enable-tokenweave", "--tokenweave-split-threshold", str(THRESHOLD),
-                         "--tokenweave-fused-threshold", "1"], env=ENV)
+def tp1_outputs(tp3, start_server):
+    return _outputs(start_server(COMMON, env=ENV))
 
 
-def test_default_memory_settings_serve_with_a_share_of_memory_per_rank(stock_run):
-    text, kv_lines, _ = stock_run
-    assert text.status_code == 200, text.text
-    assert text.json()["meta_info"]["completion_tokens"] >= 1
+def test_default_memory_settings_serve_with_a_share_of_memory_per_rank(tp3):
+    assert tp3.text.status_code == 200, tp3.text.text
+    assert tp3.text.json()["meta_info"]["completion_tokens"] >= 1
+    kv_lines = KV_LINE.findall(tp3.log)
     assert sorted(int(rank) for rank, *_ in kv_lines) == list(range(TP))
     share_gb = psutil.virtual_memory().total / TP / (1 << 30)
     for rank, tokens, k_gb, v_gb in kv_lines:
@@ -75,25 +87,21 @@ def test_default_memory_settings_serve_with_a_share_of_memory_per_rank(stock_run
         assert float(k_gb) + float(v_gb) < share_gb, kv_lines
 
 
-@pytest.mark.parametrize("name, lengths", BATCHES, ids=[b[0] for b in BATCHES])
-def test_tokenweave_matches_the_server_without_it(stock_run, woven, name, lengths):
-    expected = stock_run[2][name]
-    actual = _generate(woven, _prompts(lengths, seed=len(name)))
-    for exp, act in zip(expected, actual):
-        exp_in, act_in = ([e[0] for e in o["meta_info"]["input_token_logprobs"] if e[0] is not None]
-                          for o in (exp, act))
-        assert len(exp_in) == len(act_in) > 0
-        assert max(abs(a - b) for a, b in zip(exp_in, act_in)) <= TOLERANCE
-        assert act["output_ids"] == exp["output_ids"]
-
-
-def test_tokenweave_ran_fused_and_split_at_tp3(woven):
-    status = woven.get("/tokenweave/status").json()
-    schedulers = [p for p in status["processes"] if p.get("role") == "scheduler"]
+def test_tokenweave_ran_fused_and_split_at_tp3(tp3):
+    schedulers = [p for p in tp3.status["processes"] if p.get("role") == "scheduler"]
     assert sorted(p["tp_rank"] for p in schedulers) == list(range(TP))
     for process in schedulers:
         assert process["features"]["tokenweave"]["active"], process
-    log = woven.log_path.read_text(errors="replace")
-    # Each rank logs each first occurrence once (the batches above ran before this test).
-    assert log.count("token splitting active (first split: 1000 rows cut at 384)") == TP
-    assert log.count("a request straddled a split point (1000 rows cut at 384)") == TP
+    # Each rank logs each first occurrence once.
+    assert tp3.log.count("token splitting active (first split: 1000 rows cut at 384)") == TP
+    assert tp3.log.count("a request straddled a split point (1000 rows cut at 384)") == TP
+
+
+@pytest.mark.parametrize("name", [b[0] for b in BATCHES])
+def test_tokenweave_tp3_matches_tp1_without_it(tp3, tp1_outputs, name):
+    for expected, actual in zip(tp1_outputs[name], tp3.outputs[name]):
+        exp_in, act_in = ([e[0] for e in o["meta_info"]["input_token_logprobs"] if e[0] is not None]
+                          for o in (expected, actual))
+        assert len(exp_in) == len(act_in) > 0
+        assert max(abs(a - b) for a, b in zip(exp_in, act_in)) <= TOLERANCE
+        assert actual["output_ids"] == expected["output_ids"]
