@@ -40,6 +40,21 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         why="serve the per-process reports at GET /tokenweave/status beside SGLang's routes",
     ),
     PatchTarget(
+        target="sglang.srt.utils.watchdog.SubprocessWatchdog.__init__",
+        hook="sglang_tokenweave.child_exits:watch_children",
+        kind="after",
+        feature="http",
+        why="know the scheduler (per rank) and detokenizer processes, to name one that ends the server",
+    ),
+    PatchTarget(
+        target="sglang.srt.utils.common.kill_process_tree",
+        hook="sglang_tokenweave.child_exits:report_failed_children",
+        kind="before",
+        feature="http",
+        why="before a failed child takes the server down, log which one ended and how (SIGKILL: the OOM "
+        "killer); the surviving ranks' errors usually reach the log first",
+    ),
+    PatchTarget(
         target="sglang.srt.layers.rotary_embedding.base.RotaryEmbedding.__init__",
         hook="sglang_tokenweave.cpu_support:rotary_init_without_vllm",
         kind="around",

@@ -8,7 +8,8 @@ One TP3 server with ``--enable-tokenweave`` and SGLang's default memory settings
 - the split planner aligns the cut to lcm(128, 3) = 384 rows. Before, it refused 128 at the first
   prefill on every rank and the server died. Its logprobs and greedy tokens match the same model
   served at TP1 without TokenWeave (started after the TP3 server is stopped: its pool takes most
-  of the free memory, and TP1 starts faster than a second TP3 server).
+  of the free memory, and TP1 starts faster than a second TP3 server);
+- a rank killed with SIGKILL (what the OOM killer sends) is named in the launcher's log.
 """
 
 import random
@@ -55,7 +56,9 @@ class Tp3Run:
     text: object  # the response to a text request
     outputs: dict
     status: dict
-    log: str
+    log: str  # up to the requests above
+    killed_rank_pid: int
+    end_log: str  # after SIGKILL to rank 1 ended the server
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,12 @@ def tp3(start_server):
     text = server.post("/generate", {"text": "The capital of France is",
                                      "sampling_params": {"max_new_tokens": 8, "temperature": 0}}, timeout=900)
     outputs = _outputs(server)
-    run = Tp3Run(text, outputs, server.get("/tokenweave/status").json(), server.log_path.read_text(errors="replace"))
+    status, log = server.get("/tokenweave/status").json(), server.log_path.read_text(errors="replace")
+    rank1 = next(p for p in psutil.Process(server.proc.pid).children(recursive=True)
+                 if p.name() == "sglang::scheduler_TP1")
+    rank1.kill()
+    server.proc.wait(timeout=120)  # the launcher takes the whole server down
+    run = Tp3Run(text, outputs, status, log, rank1.pid, server.log_path.read_text(errors="replace"))
     server.kill()
     return run
 
@@ -105,3 +113,7 @@ def test_tokenweave_tp3_matches_tp1_without_it(tp3, tp1_outputs, name):
         assert len(exp_in) == len(act_in) > 0
         assert max(abs(a - b) for a, b in zip(exp_in, act_in)) <= TOLERANCE
         assert actual["output_ids"] == expected["output_ids"]
+
+
+def test_a_killed_rank_is_named_in_the_log(tp3):
+    assert f"scheduler_1 (pid {tp3.killed_rank_pid}) was killed by SIGKILL" in tp3.end_log
