@@ -40,6 +40,21 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         why="serve the per-process reports at GET /tokenweave/status beside SGLang's routes",
     ),
     PatchTarget(
+        target="sglang.srt.utils.watchdog.SubprocessWatchdog.__init__",
+        hook="sglang_tokenweave.child_exits:watch_children",
+        kind="after",
+        feature="http",
+        why="know the scheduler (per rank) and detokenizer processes, to name one that ends the server",
+    ),
+    PatchTarget(
+        target="sglang.srt.utils.common.kill_process_tree",
+        hook="sglang_tokenweave.child_exits:report_failed_children",
+        kind="before",
+        feature="http",
+        why="before a failed child takes the server down, log which one ended and how (SIGKILL: the OOM "
+        "killer); the surviving ranks' errors usually reach the log first",
+    ),
+    PatchTarget(
         target="sglang.srt.layers.rotary_embedding.base.RotaryEmbedding.__init__",
         hook="sglang_tokenweave.cpu_support:rotary_init_without_vllm",
         kind="around",
@@ -59,6 +74,28 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         kind="replace",
         feature="cpu",
         why="SGLang binds one NUMA node per TP rank; a small machine has one node for all ranks",
+    ),
+    PatchTarget(
+        target="sglang.srt.utils.common.get_available_gpu_memory",
+        hook="sglang_tokenweave.cpu_support:rank_share_of_cpu_memory",
+        kind="around",
+        feature="cpu",
+        why="on CPU SGLang gives each rank a NUMA node's free memory for its KV pool; our ranks share "
+        "the machine, so each sizes its pools from its share (else the OOM killer ends a rank)",
+    ),
+    PatchTarget(
+        target="sglang.srt.constrained.xgrammar_backend._allocate_token_bitmask",
+        hook="sglang_tokenweave.cpu_grammar:allocate_bitmask_unpinned",
+        kind="replace",
+        feature="cpu",
+        why="xgrammar's token bitmask is pinned for a GPU copy; pinning without a CUDA driver kills the scheduler",
+    ),
+    PatchTarget(
+        target="sglang.srt.constrained.xgrammar_backend.XGrammarGrammar.apply_vocab_mask",
+        hook="sglang_tokenweave.cpu_grammar:apply_bitmask_on_cpu",
+        kind="around",
+        feature="cpu",
+        why="SGLang applies the bitmask with a GPU kernel and raises on CPU logits; xgrammar has a CPU kernel",
     ),
     # --- feature "tokenweave" (fused all-reduce + norm, token splitting) ---
     PatchTarget(

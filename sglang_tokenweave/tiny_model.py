@@ -46,6 +46,14 @@ LLAMA_1B_SHAPE = {**TINY_LLAMA, "hidden_size": 2048, "intermediate_size": 8192, 
 # that the scheduler's host work hides behind them, unlike the 1B shape's.
 LLAMA_8B_SHAPE = {**LLAMA_1B_SHAPE, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
                   "num_attention_heads": 32}
+# SGLang shards the vocabulary in units of 64 rows per rank: a checkpoint for TP = 3 pads it
+# past the tokenizer's (zero rows, never predicted) to a multiple of 3 x 64.
+VOCAB_PADDING = 64
+# The tiny model with head counts, MLP width and vocabulary that divide by 3: TP = 3. Its KV cache
+# holds 2 KB per token and rank in fp32 (small real models hold more), so SGLang's per-token
+# bookkeeping (about 40 bytes, outside its memory budget) stays small beside a default-sized pool.
+TINY_LLAMA_TP3 = {**TINY_LLAMA, "hidden_size": 192, "intermediate_size": 384, "num_hidden_layers": 4,
+                  "num_attention_heads": 6, "num_key_value_heads": 6, "head_dim": 32, "vocab_size": 576}
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2, as the config says
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -67,9 +75,9 @@ SEED = 1234
 _FORMAT_VERSION = 2  # bump when the files written change in a way the spec above does not show
 
 
-def spec_digest() -> str:
+def spec_digest(config: dict = TINY_LLAMA) -> str:
     """Changes whenever anything that shapes the checkpoint changes, so caches never go stale."""
-    blob = json.dumps([TINY_LLAMA, SPECIAL_TOKENS, CHAT_TEMPLATE, _CORPUS, SEED, _FORMAT_VERSION])
+    blob = json.dumps([config, SPECIAL_TOKENS, CHAT_TEMPLATE, _CORPUS, SEED, _FORMAT_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -78,15 +86,16 @@ def cache_root() -> Path:
     return Path(base) if base else Path.home() / ".cache" / "sglang_tokenweave"
 
 
-def tiny_model_path() -> Path:
-    """Path of the tiny checkpoint, written on first use (atomically: safe under concurrency)."""
-    target = cache_root() / f"tiny-llama-{spec_digest()}"
+def tiny_model_path(config: dict = TINY_LLAMA) -> Path:
+    """Path of the tiny checkpoint (or of ``config``, a shape of it), written on first use
+    (atomically: safe under concurrency)."""
+    target = cache_root() / f"tiny-llama-{spec_digest(config)}"
     if (target / "model.safetensors").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-llama-", dir=target.parent))
     try:
-        write_tiny_model(staging)
+        write_tiny_model(staging, config)
         try:
             staging.rename(target)
         except OSError:  # another process won the race; its copy is identical
@@ -109,8 +118,10 @@ def write_tiny_model(folder: Path, config: dict = TINY_LLAMA, lm_head_scale: flo
     embedding). Scaling the output alone cannot do that: it scales the logits' rounding noise with
     their gaps, so near-ties stay as frequent. 0 (the default) writes the same weights as before
     the option existed."""
-    if config["vocab_size"] != TINY_LLAMA["vocab_size"]:
-        raise ValueError("the tokenizer is trained for the tiny model's vocabulary size")
+    tokens = TINY_LLAMA["vocab_size"]
+    if config["vocab_size"] < tokens or config["vocab_size"] % VOCAB_PADDING:
+        raise ValueError(f"the tokenizer is trained for a vocabulary of {tokens}: the model's vocabulary must "
+                         f"be that, or padded past it to a multiple of {VOCAB_PADDING}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "generation_config.json").write_text(
@@ -192,9 +203,12 @@ def _write_weights(folder: Path, c: dict, lm_head_scale: float, successor_streng
         )
     tensors["model.norm.weight"] = norm_weight()
     tensors["lm_head.weight"] = rand(vocab, hidden) * lm_head_scale  # peakier logits than uniform noise
+    tokens = TINY_LLAMA["vocab_size"]
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        tensors[name][tokens:] = 0  # padding rows (if any): logit 0, far below the real tokens' best
     if successor_strength:
-        raised = _successor_rows(tensors["model.embed_tokens.weight"], successor_strength * lm_head_scale)
-        tensors["lm_head.weight"] += raised.to(dtype)
+        raised = _successor_rows(tensors["model.embed_tokens.weight"][:tokens], successor_strength * lm_head_scale)
+        tensors["lm_head.weight"][:tokens] += raised.to(dtype)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 

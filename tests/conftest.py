@@ -5,12 +5,13 @@ from serving import Server
 
 @pytest.fixture(scope="module")
 def start_server(tmp_path_factory):
-    """Factory: ``start_server(args, env=None)`` -> Server, killed (whole tree) at module end."""
+    """Factory: ``start_server(args, env=None, small_pool=True)`` -> Server, killed (whole tree) at
+    module end."""
     servers = []
 
-    def start(args, env=None):
+    def start(args, env=None, small_pool=True):
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = Server(list(args), log, env)
+        server = Server(list(args), log, env, small_pool)
         servers.append(server)
         return server
 

@@ -16,7 +16,11 @@ from sglang_tokenweave.bench.server import (  # noqa: F401
 from sglang_tokenweave.bench.sides import CPU_SERVER_ARGS, OURS_MODULE
 from sglang_tokenweave.bench.sides import CPU_SERVER_ENV as SERVER_ENV
 
+LOG_ARGS = ["--log-level", "info"]
+
 
 class Server(ServerProcess):
-    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
-        super().__init__(OURS_MODULE, [*CPU_SERVER_ARGS, *args], log_path, {**SERVER_ENV, **(env or {})})
+    def __init__(self, args: list[str], log_path: Path, env: dict | None = None, small_pool: bool = True):
+        """``small_pool=False``: SGLang's default memory settings (a pool sized from free memory)."""
+        pool = CPU_SERVER_ARGS if small_pool else LOG_ARGS
+        super().__init__(OURS_MODULE, [*pool, *args], log_path, {**SERVER_ENV, **(env or {})})

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sglang_tokenweave.overlap.split_plan import DEFAULT_ALIGN, plan_forward
+from sglang_tokenweave.overlap.split_plan import DEFAULT_ALIGN, plan_forward, split_align
 
-WORLD_SIZES = (1, 2, 4, 8)
+WORLD_SIZES = (1, 2, 3, 4, 5, 6, 7, 8)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,7 +21,8 @@ def batches(draw, max_requests=40, max_len=3000):
     prefix = draw(st.lists(st.integers(0, 5000), min_size=n, max_size=n))
     padding = draw(st.integers(0, 300))
     world = draw(st.sampled_from(WORLD_SIZES))
-    align = world * draw(st.sampled_from((1, 8, 16, 128 // world)))
+    # None: the planner's default for the world size (what serving passes).
+    given_align = draw(st.one_of(st.none(), st.sampled_from((1, 8, 16, 128 // world)).map(lambda k: world * k)))
     threshold = draw(st.one_of(st.none(), st.integers(0, 20000)))
     offset = draw(st.integers(-3000, 3000))
     return dict(
@@ -29,7 +30,8 @@ def batches(draw, max_requests=40, max_len=3000):
         prefix_lens=prefix,
         num_tokens=sum(extend) + padding,
         world_size=world,
-        align=align,
+        given_align=given_align,
+        align=given_align or split_align(world),
         threshold=threshold,
         split_offset=offset,
     )
@@ -42,7 +44,7 @@ def _plan(case):
         world_size=case["world_size"],
         threshold=case["threshold"],
         split_offset=case["split_offset"],
-        align=case["align"],
+        align=case["given_align"],
         num_tokens=case["num_tokens"],
     )
 
@@ -246,6 +248,26 @@ def test_padding_rows_go_to_the_last_split_without_pieces():
     assert b.owned_rows(3) == (807, 1076)  # padding rows are owned like any other
 
 
+@pytest.mark.parametrize("world, align", [(3, 384), (5, 640), (6, 384), (7, 896)])
+def test_world_sizes_that_do_not_divide_128_align_to_the_lcm(world, align):
+    assert split_align(world) == align
+    # What serving asks for: the whole batch, and a split of a large prefill.
+    whole = plan_forward([1000], [0], world_size=world, threshold=None)
+    assert not whole.is_split and whole.splits[0].num_tokens == 1000
+    plan = plan_forward([3000, 5000], [0, 16], world_size=world, threshold=1024)
+    a, b = plan.splits
+    assert plan.cut % align == 0 and abs(plan.cut - 4000) <= align // 2
+    assert {e - s for s, e in (a.owned_rows(r) for r in range(world))} == {plan.cut // world}
+    owned = [b.owned_rows(r) for r in range(world)]  # B's 8000 - cut rows need not divide by W
+    assert owned[0][0] == 0 and owned[-1][1] == b.num_tokens
+    assert max(e - s for s, e in owned) - min(e - s for s, e in owned) <= 1
+
+
+def test_default_align_keeps_128_for_powers_of_two():
+    assert [split_align(w) for w in (1, 2, 4, 8)] == [DEFAULT_ALIGN] * 4
+    assert plan_forward([4000], [0], world_size=8, threshold=0).cut == 2048  # 2000 rounded to 128
+
+
 def test_empty_batch():
     plan = plan_forward([], [], world_size=2, threshold=0)
     assert not plan.is_split
@@ -259,6 +281,7 @@ def test_empty_batch():
         (dict(extend_lens=[3, 0], prefix_lens=[0, 0]), "request 1 is 0"),
         (dict(extend_lens=[3], prefix_lens=[-1]), "prefix length of request 0"),
         (dict(extend_lens=[3], prefix_lens=[0], align=100, world_size=8), "multiple of world_size"),
+        (dict(extend_lens=[3], prefix_lens=[0], align=128, world_size=3), "multiple of world_size 3"),
         (dict(extend_lens=[3], prefix_lens=[0], num_tokens=2), "less than the requests"),
         (dict(extend_lens=[3], prefix_lens=[0], world_size=0), "world_size"),
     ],

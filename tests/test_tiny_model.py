@@ -44,6 +44,24 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     assert first.parent == tmp_path
 
 
+def test_tp3_shape_divides_by_three_and_has_its_own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGLANG_TOKENWEAVE_CACHE", str(tmp_path))
+    path = tiny_model.tiny_model_path(tiny_model.TINY_LLAMA_TP3)
+    assert path != tiny_model.tiny_model_path()
+    config = json.loads((path / "config.json").read_text())
+    assert config == tiny_model.TINY_LLAMA_TP3
+    for key in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
+        assert config[key] % 3 == 0, key
+    assert config["vocab_size"] % (3 * tiny_model.VOCAB_PADDING) == 0  # SGLang's vocabulary shards
+    assert config["num_attention_heads"] * config["head_dim"] == config["hidden_size"]
+    weights = load_file(str(path / "model.safetensors"))
+    assert weights["model.layers.0.self_attn.q_proj.weight"].shape == (config["hidden_size"], config["hidden_size"])
+    tokens = tiny_model.TINY_LLAMA["vocab_size"]
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):  # rows past the tokenizer: zero
+        assert weights[name].shape[0] == config["vocab_size"]
+        assert (weights[name][tokens:] == 0).all() and (weights[name][:tokens] != 0).any(dim=1).all()
+
+
 def test_successor_strength_leaves_every_other_weight_and_favours_each_tokens_successor(tmp_path):
     tiny_model.write_tiny_model(tmp_path / "plain")
     tiny_model.write_tiny_model(tmp_path / "succ", successor_strength=2.0)

@@ -21,6 +21,8 @@ def test_dense_supported_models_run(layer):
     "changes, words",
     [
         (dict(tp_size=1), "tensor parallel size is 1"),
+        (dict(tp_size=3), "tensor parallel size is 3: the fused CUDA kernel serves TP 2, 4, 8"),
+        (dict(tp_size=6), "tensor parallel size is 6"),
         (dict(nnodes=2), "spans nodes"),
         (dict(tp_in_one_node=False), "spans nodes"),
         (dict(peer_access=False), "no peer access"),
@@ -36,6 +38,18 @@ def test_dense_supported_models_run(layer):
 def test_each_fallback_names_its_reason(changes, words):
     reason = fallback_reason(facts(**changes))
     assert reason is not None and words in reason
+
+
+@pytest.mark.parametrize("tp", (3, 5, 6, 7))
+def test_any_tp_size_runs_off_cuda(tp):
+    assert fallback_reason(facts(tp_size=tp, on_cuda=False)) is None
+
+
+def test_cuda_world_sizes_are_the_fused_ops():
+    from sglang_tokenweave.comm.fused_ar_norm import SUPPORTED_WORLD_SIZES
+    from sglang_tokenweave.overlap.fallbacks import CUDA_KERNEL_WORLD_SIZES
+
+    assert CUDA_KERNEL_WORLD_SIZES == SUPPORTED_WORLD_SIZES
 
 
 def test_peer_access_only_matters_on_cuda():

@@ -16,6 +16,7 @@ from sglang_tokenweave.overlap.split_plan import (
     Split,
     SplitPlan,
     plan_forward,
+    split_align,
 )
 from sglang_tokenweave.overlap.tuning import (
     DEFAULT_FUSED_THRESHOLD,
@@ -50,4 +51,5 @@ __all__ = [
     "layer_shapes_for",
     "load_tuning",
     "plan_forward",
+    "split_align",
 ]

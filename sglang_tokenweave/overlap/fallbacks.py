@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 SUPPORTED_LAYERS = ("LlamaDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer")
+# The CUDA kernel is compiled for these world sizes (csrc/bindings.cpp); off CUDA the reference
+# path serves any size.
+CUDA_KERNEL_WORLD_SIZES = (2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ def fallback_reason(facts: ProcessFacts) -> Optional[str]:
         return f"tensor parallel size is {facts.tp_size}: nothing to all-reduce"
     if facts.nnodes > 1 or not facts.tp_in_one_node:
         return "tensor-parallel group spans nodes: the fused kernel serves one NVLink domain"
+    if facts.on_cuda and facts.tp_size not in CUDA_KERNEL_WORLD_SIZES:
+        sizes = ", ".join(map(str, CUDA_KERNEL_WORLD_SIZES))
+        return f"tensor parallel size is {facts.tp_size}: the fused CUDA kernel serves TP {sizes}"
     if facts.on_cuda and not facts.peer_access:
         return "no peer access between the tensor-parallel GPUs"
     if facts.pp_size > 1:

@@ -21,15 +21,24 @@ exactly the same number of split A's rows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from sglang_tokenweave.comm.sharding import owned_rows
 
-# Split A's length is a multiple of this. 128 is a multiple of every supported world size
-# (2, 4, 8), so A splits evenly across ranks, and it is the row-tile height of the large
-# GEMMs, so A's GEMMs run no partly filled tile.
+# Split A's length is a multiple of this: the row-tile height of the large GEMMs, so A's GEMMs
+# run no partly filled tile. It is also a multiple of world sizes 2, 4 and 8; other world sizes
+# align to the least common multiple (``split_align``).
 DEFAULT_ALIGN = 128
+
+
+def split_align(world_size: int) -> int:
+    """The default alignment of the cut for ``world_size`` ranks: a multiple of both the GEMM
+    tile height and W, so split A fills whole tiles and splits evenly across ranks (W = 3: 384)."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    return math.lcm(DEFAULT_ALIGN, world_size)
 
 
 @dataclass(frozen=True)
@@ -147,7 +156,7 @@ def plan_forward(
     world_size: int,
     threshold: Optional[int],
     split_offset: int = 0,
-    align: int = DEFAULT_ALIGN,
+    align: Optional[int] = None,
     num_tokens: Optional[int] = None,
 ) -> SplitPlan:
     """Decide whether and where to cut this forward's tokens.
@@ -159,12 +168,15 @@ def plan_forward(
         threshold: split only when the batch has at least this many rows; None never splits.
         split_offset: rows added to T // 2 before rounding the cut to ``align`` (tuned per
             GPU, model shape, TP and bucket; may be negative).
-        align: the cut is a multiple of this; must be a multiple of ``world_size``.
+        align: the cut is a multiple of this; must be a multiple of ``world_size``. None (the
+            default): ``split_align(world_size)``, valid for every world size.
         num_tokens: rows of the batch, when it is padded past the last request's tokens;
             defaults to the sum of ``extend_lens``.
     """
     extend_lens = [int(n) for n in extend_lens]
     prefix_lens = [int(n) for n in prefix_lens]
+    if align is None and world_size >= 1:
+        align = split_align(world_size)
     _check_inputs(extend_lens, prefix_lens, world_size, threshold, align)
     real_tokens = sum(extend_lens)
     if num_tokens is None:
@@ -201,7 +213,7 @@ def _check_inputs(extend_lens, prefix_lens, world_size, threshold, align) -> Non
             raise ValueError(f"prefix length of request {i} is {n}; must be >= 0")
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    if align < 1 or align % world_size:
+    if align is None or align < 1 or align % world_size:
         raise ValueError(
             f"align must be a positive multiple of world_size {world_size}, got {align}"
         )
