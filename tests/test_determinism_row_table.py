@@ -8,7 +8,8 @@ import torch
 
 from row_table_cases import POISON, table_step, written_ids
 from sglang_tokenweave.determinism.row_table import TOP_K_ALL, RowTable, supports
-from sglang_tokenweave.determinism.sampling import BATCH_ROWS, DRAW_KEY, GREEDY, MIN_P, TEMPERATURE, RowParams, plan_sampling
+from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling
+from sglang_tokenweave.determinism.sampling_plan import BATCH_ROWS, DRAW_KEY, GREEDY, MIN_P, TEMPERATURE
 
 VOCAB = 300
 

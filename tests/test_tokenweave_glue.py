@@ -22,14 +22,14 @@ def test_tokenweave_hooks_cover_llama_qwen2_and_qwen3():
 
 
 def test_internals_called_by_the_splits_resolve():
-    from sglang_tokenweave.tokenweave.setup import CALLED_INTERNALS
+    from sglang_tokenweave.tokenweave.runner_setup import CALLED_INTERNALS
 
     for name in CALLED_INTERNALS:
         assert callable(resolve(name)), name
 
 
 def _state(threshold=None, world_size=2):
-    from sglang_tokenweave.tokenweave.setup import WeaveState
+    from sglang_tokenweave.tokenweave.runner_setup import WeaveState
 
     return WeaveState(config=OverlayConfig(enable_tokenweave=True, tokenweave_split_threshold=threshold),
                       table=TuningTable(), key=TuningKey.make("cpu", 128, world_size, {}), group=None,
@@ -104,7 +104,7 @@ def _admission(monkeypatch, state, mode, extend, prefix, tokens):
 
 
 def _fused_state(threshold):
-    from sglang_tokenweave.tokenweave.setup import WeaveState
+    from sglang_tokenweave.tokenweave.runner_setup import WeaveState
 
     config = OverlayConfig(enable_tokenweave=True, tokenweave_split_threshold=threshold, tokenweave_fused_threshold=1)
     return WeaveState(config=config, table=TuningTable(), key=TuningKey.make("cpu", 128, 2, {}), group=None,
@@ -146,7 +146,7 @@ def test_an_unfused_size_notes_sglangs_path():
     import torch
 
     from sglang_tokenweave.tokenweave.hooks import _woven_forward
-    from sglang_tokenweave.tokenweave.setup import WeaveState
+    from sglang_tokenweave.tokenweave.runner_setup import WeaveState
 
     state = WeaveState(config=OverlayConfig(enable_tokenweave=True), table=TuningTable(),
                        key=TuningKey.make("cpu", 128, 2, {}), group=None, world_size=2, hidden=128, dtype=None,
@@ -157,9 +157,9 @@ def test_an_unfused_size_notes_sglangs_path():
 
 
 def test_ops_a_captured_graph_used_stay_alive_when_the_ops_grow(monkeypatch):
-    from sglang_tokenweave.tokenweave import setup
+    from sglang_tokenweave.tokenweave import runner_setup
 
-    monkeypatch.setattr(setup, "FusedARNorm", lambda group, max_tokens, *a, **k: SimpleNamespace(max_tokens=max_tokens))
+    monkeypatch.setattr(runner_setup, "FusedARNorm", lambda group, max_tokens, *a, **k: SimpleNamespace(max_tokens=max_tokens))
     state = _fused_state(None)
     state.make_ops(256)
     state.note_path(256, "sglang", capturing=True)
@@ -172,14 +172,14 @@ def test_ops_a_captured_graph_used_stay_alive_when_the_ops_grow(monkeypatch):
 
 
 def test_the_path_recorder_writes_the_setup_then_one_line_per_prefill(monkeypatch, tmp_path):
-    from sglang_tokenweave.tokenweave import bench_paths, setup
+    from sglang_tokenweave.tokenweave import bench_paths, runner_setup
 
     path_file = tmp_path / "paths.jsonl"
     monkeypatch.setenv(bench_paths.PATHS_ENV, str(path_file))
     monkeypatch.setattr(bench_paths, "_tp_setup", lambda: {"custom_all_reduce": "custom_ar_v2", "multicast_ptrs": {}})
     state = _fused_state(None)
     state.note_path(2048, "fuse-only", capturing=True)
-    monkeypatch.setattr(setup, "decoder_stack", lambda runner: SimpleNamespace(_tokenweave_state=state))
+    monkeypatch.setattr(runner_setup, "decoder_stack", lambda runner: SimpleNamespace(_tokenweave_state=state))
 
     def forward(tokens, graph, extend=True, rank=0):
         runner = SimpleNamespace(ps=SimpleNamespace(tp_rank=rank))

@@ -41,6 +41,42 @@ def _barrier_timeout_ms() -> int:
 
 
 class FusedARNorm:
+    """All-reduce + residual add + RMSNorm of one layer boundary, over one process group.
+
+    A collective: every rank of ``group`` makes the op with the same arguments and calls
+    ``run`` with the same ``num_tokens`` (and ``mode`` / launch overrides), in the same order.
+
+    Parameters
+    ----------
+    group : ``torch.distributed.ProcessGroup`` or None
+        The tensor-parallel group (None: the default group). NCCL: the CUDA kernels over
+        symmetric memory (world size 2, 4 or 8); any other backend: the PyTorch reference.
+    max_tokens : int
+        The most rows one call reduces; the input buffer is ``[max_tokens, hidden]``.
+    hidden : int
+        The hidden size (a multiple of 8 for the CUDA kernels).
+    dtype : torch.dtype
+        Of the partial sums, the residual, the weight and the output: ``torch.bfloat16`` or
+        ``torch.float16`` on CUDA (any float dtype on the reference path).
+    eps : float
+        RMSNorm's epsilon.
+    device : torch.device, optional
+        Default: the current CUDA device on an NCCL group, else the CPU.
+    use_multimem : bool
+        Ask for the NVLink-multicast variant (``MULTIMEM``). Refused (the P2P variants run;
+        the reason is in ``multimem_refusal``) off CUDA, where a multicast-off switch is set
+        (``multicast.MULTICAST_OFF_SWITCHES``) or where the buffer has no multicast mapping.
+    timeout_ms : int, optional
+        Barrier timeout of the CUDA kernels (0: spin forever; default from
+        ``SGLANG_TOKENWEAVE_BARRIER_TIMEOUT_MS``).
+
+    Plan / run: ``plan(num_tokens)`` decides the variant (``ONESHOT``, ``SHARDED``,
+    ``MULTIMEM``), the rows this rank owns and the launch shape, once per call size (cached,
+    identical on every rank); ``run`` launches with that plan. Numerics: the partials are summed
+    in float32 in rank order and rounded once to ``dtype``; the norm reads the float32 sum of
+    that and the residual (see ``reference``).
+    """
+
     def __init__(
         self,
         group: Optional[dist.ProcessGroup],
@@ -100,16 +136,25 @@ class FusedARNorm:
     # ---- plan ---------------------------------------------------------------------------
 
     def buffer(self, num_tokens: int) -> torch.Tensor:
-        """This rank's [num_tokens, hidden] input: the partial sums to reduce."""
+        """This rank's input: the partial sums to reduce, ``[num_tokens, hidden]`` of ``dtype``
+        on ``device``, a view of the op's buffer (a row-parallel GEMM writes its output into it).
+        ``run`` overwrites it with the normalised rows."""
         self._check_tokens(num_tokens)
         return self._buf[:num_tokens]
 
     def owned_rows(self, num_tokens: int) -> tuple[int, int]:
+        """``[start, end)``: the residual rows this rank updates in the ``SHARDED`` and
+        ``MULTIMEM`` variants (a function of the token count, world size and rank only)."""
         return owned_rows(num_tokens, self.world_size, self.rank)
 
     def plan(self, num_tokens: int, mode: Optional[str] = None, num_blocks: Optional[int] = None,
              vecs_per_thread: Optional[int] = None, rows_per_block: Optional[int] = None) -> RunPlan:
-        """Everything decided per call size, once; identical on every rank."""
+        """Everything decided per call size, once; identical on every rank.
+
+        ``mode``: one of ``MODES`` (default: ``ONESHOT`` for the smallest batches, else
+        ``SHARDED``; ``MULTIMEM`` where allowed). ``num_blocks``, ``vecs_per_thread``,
+        ``rows_per_block``: launch overrides (tuning, benchmarks). Raises ValueError for
+        ``num_tokens`` outside ``[0, max_tokens]`` or a mode / shape that cannot run."""
         key = (num_tokens, mode, num_blocks, vecs_per_thread, rows_per_block)
         plan = self._plans.get(key)
         if plan is None:
@@ -133,7 +178,37 @@ class FusedARNorm:
             vecs_per_thread: Optional[int] = None, rows_per_block: Optional[int] = None) -> torch.Tensor:
         """Reduce ``buffer(num_tokens)`` over the group, add and update the residual, and
         return the normalised rows. The result lives in this op's buffer (valid until the
-        next GEMM writes it) unless ``out`` is given."""
+        next GEMM writes it) unless ``out`` is given.
+
+        Parameters
+        ----------
+        num_tokens : int
+            Rows to reduce, in ``[0, max_tokens]``; the same on every rank.
+        residual : torch.Tensor or None
+            ``[num_tokens, hidden]``, contiguous, ``dtype``, on ``device``. Read unless
+            ``has_residual=False``; updated in place unless ``final=True``: with the sum of
+            the reduced rows and the old residual (the reduced rows alone when
+            ``has_residual=False``), on every row for ``ONESHOT``, on ``owned_rows`` only
+            for ``SHARDED`` / ``MULTIMEM`` (the other rows keep stale values). May be None
+            only when it is neither read nor written.
+        weight : torch.Tensor
+            ``[hidden]`` of ``dtype`` on ``device``: RMSNorm's weight.
+        has_residual : bool
+            False for the first layer (no residual to add yet).
+        final : bool
+            True for the model's last norm (the residual is not written).
+        out : torch.Tensor, optional
+            ``[num_tokens, hidden]`` of ``dtype``: the result is copied here and returned.
+        mode, num_blocks, vecs_per_thread, rows_per_block
+            As in ``plan``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[num_tokens, hidden]`` of ``dtype``: every row of ``RMSNorm(x + residual) *
+            weight`` on every rank, ``x`` being the sum of the ranks' ``buffer(num_tokens)``.
+            A view of the op's buffer (overwritten in place), or ``out``.
+        """
         plan = self.plan(num_tokens, mode, num_blocks, vecs_per_thread, rows_per_block)
         self._check_args(plan, residual, weight, has_residual, final)
         if num_tokens > 0:

@@ -12,6 +12,8 @@ Modules (none imports SGLang; the scheduler glue builds on them):
 - ``groups``: packing requests ready for verification into fixed-shape B x W passes.
 - ``seeds``: default seed, per-choice seeds for n > 1, the (seed, position) random draw.
 - ``sampling``: seeded, batch-invariant sampling (torch).
+- ``sampling_plan``: the layout the sampler, its Triton kernels (``sampling_kernel``) and the
+  row table (``row_table``) share: row parameters, a plan's device fields, the table's columns.
 - ``logprobs``: batch-invariant log-probabilities of chosen / top tokens (torch).
 - ``perturbation``: test-only noise on the fast path's logits.
 - ``request_validation``: which request fields a deterministic request may carry (HTTP 400s).

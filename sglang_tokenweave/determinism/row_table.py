@@ -25,13 +25,11 @@ import torch
 
 from .config import SAMPLING_KERNELS
 from .pinned_staging import array_to_device
-from .sampling import BATCH_ROWS, DRAW_KEY, GREEDY, MIN_P, TEMPERATURE, RowParams, SamplingPlan, check_row
+from .sampling_kernel import plan_fields_from_table
+from .sampling_plan import (ACTIVE, BATCH_ROWS, COLUMNS, DRAW_KEY, GREEDY, IS_GREEDY, MIN_P, MIN_P_BITS, SEED_KEY,
+                            TEMPERATURE, TEMPERATURE_BITS, RowParams, SamplingPlan, check_row)
 from .seeds import draw_keys_on_device, seed_key
 
-# Columns of the table (int64): whether the row is a deterministic request's, whether it is
-# greedy, its seed_key, and the float32 bits of its temperature (1.0 when greedy) and min_p.
-ACTIVE, IS_GREEDY, SEED_KEY, TEMPERATURE_BITS, MIN_P_BITS = range(5)
-COLUMNS = 5
 # SGLang's top_k when the request sets none.
 TOP_K_ALL = 1 << 30
 
@@ -90,8 +88,6 @@ class RowTable:
         if input_positions.shape != (rows,):
             raise ValueError(f"{tuple(input_positions.shape)} positions for {rows} request rows")
         if kernel == "triton":
-            from .sampling_kernel import plan_fields_from_table
-
             fields = plan_fields_from_table(self.values, request_rows, input_positions)
         elif kernel == "torch":
             fields = self._fields_torch(request_rows, input_positions)

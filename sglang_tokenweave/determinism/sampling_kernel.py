@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import row_table, sampling, seeds
-from .sampling import SamplingPlan
+from . import sampling_plan, seeds
+from .sampling_plan import SamplingPlan
 
 _BLOCK = 1024
 _CHUNK = 2048  # tokens per program of the split strategy
@@ -40,18 +40,18 @@ _DRAW_KEY_SHIFT = tl.constexpr(seeds.DRAW_KEY_SHIFT)
 _TOKEN_SHIFT = tl.constexpr(64 - seeds.TOKEN_BITS)
 _TOKEN_SCALE = tl.constexpr(1.0 / (1 << seeds.TOKEN_BITS))
 # Offsets of the per-row fields in SamplingPlan.fields, in units of the plan's rows.
-_DRAW_KEY = tl.constexpr(sampling.DRAW_KEY)
-_TEMPERATURE = tl.constexpr(sampling.TEMPERATURE)
-_MIN_P = tl.constexpr(sampling.MIN_P)
-_GREEDY = tl.constexpr(sampling.GREEDY)
-_BATCH_ROWS = tl.constexpr(sampling.BATCH_ROWS)
+_DRAW_KEY = tl.constexpr(sampling_plan.DRAW_KEY)
+_TEMPERATURE = tl.constexpr(sampling_plan.TEMPERATURE)
+_MIN_P = tl.constexpr(sampling_plan.MIN_P)
+_GREEDY = tl.constexpr(sampling_plan.GREEDY)
+_BATCH_ROWS = tl.constexpr(sampling_plan.BATCH_ROWS)
 # Columns of row_table.RowTable.values.
-_COLUMNS = tl.constexpr(row_table.COLUMNS)
-_ACTIVE = tl.constexpr(row_table.ACTIVE)
-_IS_GREEDY = tl.constexpr(row_table.IS_GREEDY)
-_SEED_KEY = tl.constexpr(row_table.SEED_KEY)
-_TEMPERATURE_BITS = tl.constexpr(row_table.TEMPERATURE_BITS)
-_MIN_P_BITS = tl.constexpr(row_table.MIN_P_BITS)
+_COLUMNS = tl.constexpr(sampling_plan.COLUMNS)
+_ACTIVE = tl.constexpr(sampling_plan.ACTIVE)
+_IS_GREEDY = tl.constexpr(sampling_plan.IS_GREEDY)
+_SEED_KEY = tl.constexpr(sampling_plan.SEED_KEY)
+_TEMPERATURE_BITS = tl.constexpr(sampling_plan.TEMPERATURE_BITS)
+_MIN_P_BITS = tl.constexpr(sampling_plan.MIN_P_BITS)
 # The kernels take the number of rows (``rows``) unspecialised: Triton would compile another
 # kernel for one row, mid-serving, the first time a step has a single deterministic row.
 

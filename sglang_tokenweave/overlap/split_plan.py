@@ -135,6 +135,10 @@ class Split:
 
 @dataclass(frozen=True)
 class SplitPlan:
+    """The plan of one forward (``plan_forward``): ``splits`` cover the batch's rows
+    ``[0, num_tokens)`` in order, without gaps or overlap. Immutable and the same on every rank:
+    made once per forward, then only read by the layers."""
+
     num_tokens: int
     world_size: int
     splits: tuple[Split, ...]  # one split (run whole) or two (A, B)
@@ -172,6 +176,14 @@ def plan_forward(
             default): ``split_align(world_size)``, valid for every world size.
         num_tokens: rows of the batch, when it is padded past the last request's tokens;
             defaults to the sum of ``extend_lens``.
+
+    Returns:
+        A ``SplitPlan`` of ``num_tokens`` rows: two splits (``is_split``, cut at ``cut``) or one
+        (the batch runs whole: below ``threshold``, or too small to cut). Each split's pieces
+        give attention its per-request view and ``Split.owned_rows`` the fused op's row shares.
+
+    Raises:
+        ValueError: an input out of range (the message names it).
     """
     extend_lens = [int(n) for n in extend_lens]
     prefix_lens = [int(n) for n in prefix_lens]

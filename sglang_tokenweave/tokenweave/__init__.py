@@ -2,7 +2,7 @@
 
 - ``hooks``: the functions the patch table registers (model forward, attention backends,
   prefill CUDA graph admission).
-- ``setup``: once per process, decide whether TokenWeave runs (fallback reasons) and build
+- ``runner_setup``: once per process, decide whether TokenWeave runs (fallback reasons) and build
   the fused communication ops before any CUDA graph is captured.
 - ``weave``: one forward pass, fuse-only or in two token splits with overlapped communication.
 - ``layer_parts``: a decoder layer cut at its all-reduces (attention part, MLP part).

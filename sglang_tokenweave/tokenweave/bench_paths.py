@@ -47,7 +47,7 @@ def record_forward(result, model_runner, forward_batch, *args, **kwargs):
     path_file = os.environ.get(PATHS_ENV)
     if not path_file or model_runner.ps.tp_rank != 0 or not forward_batch.forward_mode.is_extend():
         return None
-    from sglang_tokenweave.tokenweave.setup import STATE_ATTR, decoder_stack
+    from sglang_tokenweave.tokenweave.runner_setup import STATE_ATTR, decoder_stack
 
     model = decoder_stack(model_runner)
     state = getattr(model, STATE_ATTR, None) if model is not None else None

@@ -1,6 +1,6 @@
 """The hook functions the patch table registers for feature "tokenweave".
 
-- ``after_attention_backends``: once per model runner, decide and build (see ``setup``).
+- ``after_attention_backends``: once per model runner, decide and build (see ``runner_setup``).
 - ``model_forward``: around ``LlamaModel.forward`` / ``Qwen2Model.forward`` (Qwen3 inherits
   it): plan once, then run the woven decoder; anything it does not handle goes to SGLang.
 - ``prefill_graph_admits``: around ``PrefillCudaGraphRunner.can_run_graph``: a batch whose
@@ -13,8 +13,8 @@ import torch
 
 from sglang_tokenweave.config import config_from_env
 from sglang_tokenweave.overlap import SplitPlan, plan_forward
-from sglang_tokenweave.tokenweave.setup import STATE_ATTR, WeaveState, decoder_stack, setup_runner
-from sglang_tokenweave.tokenweave.weave import _Part, run_decoder
+from sglang_tokenweave.tokenweave.runner_setup import STATE_ATTR, WeaveState, decoder_stack, setup_runner
+from sglang_tokenweave.tokenweave.weave import SplitState, run_decoder
 
 
 def after_attention_backends(result, model_runner, *args, **kwargs):
@@ -124,8 +124,8 @@ def _woven_forward(model, state: WeaveState, input_ids, positions, forward_batch
 
     parts = _split_parts(state, plan, forward_batch, positions, residual, hidden) if plan.is_split else None
     if parts is None:
-        parts = [_Part(state.ops[0], slice(0, num_tokens), num_tokens, forward_batch, None,
-                       positions, residual, hidden)]
+        parts = [SplitState(state.ops[0], slice(0, num_tokens), num_tokens, forward_batch, None,
+                            positions, residual, hidden)]
     num_blocks = None if setting.source == "defaults" else setting.sm_budget
     carveout = setting.sm_budget if setting.gemm_carveout else 0
     run_decoder(model, parts, _comm_stream(state) if len(parts) > 1 else None, num_blocks, carveout=carveout)
@@ -154,7 +154,8 @@ def _split_parts(state: WeaveState, plan: SplitPlan, forward_batch, positions, r
     parts = []
     for split, op, batch, backend in zip(plan.splits, state.ops, batches, state.split_backends):
         rows = split.token_slice
-        parts.append(_Part(op, rows, split.num_tokens, batch, backend, positions[rows], residual[rows], hidden[rows]))
+        parts.append(SplitState(op, rows, split.num_tokens, batch, backend, positions[rows], residual[rows],
+                                hidden[rows]))
     state.note_once("split", f"token splitting active (first split: {plan.num_tokens} rows cut at {plan.cut})")
     a, b = plan.splits
     if a.pieces and b.pieces and a.pieces[-1].request == b.pieces[0].request:

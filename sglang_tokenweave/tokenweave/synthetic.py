@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from sglang_tokenweave.tokenweave.layer_parts import attention_into, mlp_into
-from sglang_tokenweave.tokenweave.weave import _Part, run_decoder
+from sglang_tokenweave.tokenweave.weave import SplitState, run_decoder
 
 
 class Linear:
@@ -129,7 +129,7 @@ def run_woven(stack, ops, plan, x, residual, num_blocks, comm_stream, carveout: 
     parts = []
     for split, op in zip(plan.splits, ops):
         rows = split.token_slice
-        parts.append(_Part(op, rows, split.num_tokens, Batch(split.token_start), None, None,
-                           residual[rows], h[rows]))
+        parts.append(SplitState(op, rows, split.num_tokens, Batch(split.token_start), None, None,
+                                residual[rows], h[rows]))
     run_decoder(stack, parts, comm_stream, num_blocks, carveout=carveout)
     return parts

@@ -25,8 +25,8 @@ from sglang_tokenweave.tokenweave.layer_parts import attention_into, mlp_into
 
 
 @dataclasses.dataclass
-class _Part:
-    """The running state of one split."""
+class SplitState:
+    """The running state of one token split (the whole batch when it is not split), through the layers."""
 
     op: object  # comm.FusedARNorm
     rows: slice
@@ -52,7 +52,7 @@ class _Lanes:
     def __init__(self, comm_stream: Optional[torch.cuda.Stream]):
         self.comm_stream = comm_stream
 
-    def communicate(self, part: _Part, fused_call) -> None:
+    def communicate(self, part: SplitState, fused_call) -> None:
         if self.comm_stream is None:
             part.hidden = fused_call()
             return
@@ -65,13 +65,13 @@ class _Lanes:
             part.ready = torch.cuda.Event()
             part.ready.record(self.comm_stream)
 
-    def wait(self, part: _Part) -> None:
+    def wait(self, part: SplitState) -> None:
         if part.ready is not None:
             torch.cuda.current_stream().wait_event(part.ready)
             part.ready = None
 
 
-def run_decoder(model, parts: list[_Part], comm_stream, num_blocks: Optional[int],
+def run_decoder(model, parts: list[SplitState], comm_stream, num_blocks: Optional[int],
                 mode: Optional[str] = None, carveout: int = 0) -> None:
     """All decoder layers of ``model`` on ``parts`` (one split, or A and B in this order).
 
@@ -84,7 +84,7 @@ def run_decoder(model, parts: list[_Part], comm_stream, num_blocks: Optional[int
         _run_layers(model, parts, _Lanes(comm_stream if len(parts) > 1 else None), num_blocks, mode)
 
 
-def _run_layers(model, parts: list[_Part], lanes: "_Lanes", num_blocks: Optional[int], mode: Optional[str]):
+def _run_layers(model, parts: list[SplitState], lanes: "_Lanes", num_blocks: Optional[int], mode: Optional[str]):
     last = model.end_layer - 1
     for i in range(model.start_layer, model.end_layer):
         layer = model.layers[i]
@@ -103,7 +103,7 @@ def _run_layers(model, parts: list[_Part], lanes: "_Lanes", num_blocks: Optional
         lanes.wait(part)
 
 
-def _fused(part: _Part, norm, num_blocks: Optional[int], mode: Optional[str], final: bool):
+def _fused(part: SplitState, norm, num_blocks: Optional[int], mode: Optional[str], final: bool):
     def call():
         return part.op.run(part.num_tokens, part.residual, norm.weight, final=final, num_blocks=num_blocks,
                            mode=mode)
