@@ -134,6 +134,15 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         why="know whether any deterministic request is alive, so that the per-step hooks cost nothing without one",
     ),
     PatchTarget(
+        target="sglang.srt.managers.scheduler.Scheduler.handle_generate_request",
+        hook="sglang_tokenweave.determinism_glue.scheduler_guard:refuse_unreplayable",
+        kind="around",
+        feature="deterministic_requests",
+        why="refuse a marked request that the HTTP layer did not validate, or that the verifier cannot replay "
+        "(the same rules, on SGLang's own request): aborted as SGLang aborts a request for an unknown session "
+        "(Req, Req.set_finish_with_abort, Scheduler.init_req_max_new_tokens, Scheduler._add_request_to_queue)",
+    ),
+    PatchTarget(
         target="sglang.srt.managers.scheduler.Scheduler.get_next_batch_to_run",
         hook="sglang_tokenweave.determinism_glue.scheduling:verify_before_scheduling",
         kind="around",
