@@ -186,13 +186,33 @@ def test_both_placements_must_agree(top, own, where):
     assert validate_generate_request(same) is None
 
 
-@pytest.mark.parametrize("params, field", [
-    (5, "sampling_params"), ([], "sampling_params"), ([{}, 3], "sampling_params[1]"), ("x", "sampling_params"),
-])
+@pytest.mark.parametrize("params, field", [(5, "sampling_params"), ("x", "sampling_params"),
+                                           ([{}, 3], "sampling_params[1]")])
 def test_top_level_flag_needs_sampling_params_it_can_mark(params, field):
-    assert validate_generate_request({"text": "x", "deterministic": True, "sampling_params": params}).field == field
-    # without the flag, SGLang reports its own type errors
-    assert validate_generate_request({"text": "x", "sampling_params": params}) is None
+    body = {"text": ["x", "y"], "deterministic": True, "sampling_params": params}
+    assert validate_generate_request(body).field == field
+    body.pop("deterministic")  # without the flag, SGLang reports its own type errors
+    assert validate_generate_request(body) is None
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"text": "x", "sampling_params": []}, "empty list"),
+    ({"text": ["x", "y"], "sampling_params": []}, "empty list"),
+    ({"text": "x", "sampling_params": [{}]}, "single prompt"),
+    ({"input_ids": [1, 2], "sampling_params": [{}]}, "single prompt"),
+    ({"text": ["x", "y"], "sampling_params": [{}]}, "1 entries for a batch of 2"),
+    ({"input_ids": [[1], [2], [3]], "sampling_params": [{}, {}]}, "2 entries for a batch of 3"),
+])
+def test_a_list_of_sampling_params_covers_the_batch(body, words):
+    """SGLang answers these with a 500 (an IndexError or AttributeError of its own)."""
+    error = validate_generate_request(body)
+    assert error.field == "sampling_params" and words in error.reason
+
+
+def test_batches_with_enough_sampling_params_pass():
+    assert validate_generate_request({"text": ["x", "y"], "sampling_params": [{}, {}, {}]}) is None
+    assert validate_generate_request({"input_ids": [[1], [2]], "sampling_params": [{}, {}]}) is None
+    assert validate_generate_request({"input_embeds": [[[0.5]], [[0.5]]], "sampling_params": [{}, {}]}) is None
 
 
 # --- custom_params ---

@@ -167,7 +167,7 @@ def test_escaped_bypasses_get_400(raw, field):
     assert error is not None and error.field == field
 
 
-def test_bodies_without_our_fields_are_passed_on_unparsed():
+def test_bodies_without_our_fields_are_passed_on_unchanged():
     raw = b'{"text": "x", "sampling_params": {"temperature": 0}}'
     assert translate("/generate", raw, enabled=True) == (raw, None)
     assert translate("/generate", b"not json \\u", enabled=True) == (b"not json \\u", None)  # the route answers

@@ -33,8 +33,8 @@ from .replay_rules import (
     check_seed,
 )
 
-__all__ = ["FIELD", "RESERVED_PREFIX", "RequestError", "check_flag", "generate_flags", "is_deterministic",
-           "validate_generate_request", "validate_openai_request"]
+__all__ = ["FIELD", "RESERVED_PREFIX", "RequestError", "check_flag", "check_generate_shape", "generate_flags",
+           "is_deterministic", "validate_generate_request", "validate_openai_request"]
 
 FIELD = "deterministic"
 RESERVED_PREFIX = "tokenweave_"  # custom_params keys the server sets on its way to the scheduler
@@ -106,9 +106,42 @@ def generate_flags(body: Mapping) -> tuple[Optional[RequestError], list[bool]]:
     return None, flags
 
 
+def _batch_size(body: Mapping) -> Optional[int]:
+    """The number of prompts of a batched /generate body; None for a single prompt (as SGLang
+    tells them apart: text a list, input_ids a list of lists, input_embeds a list of lists of
+    lists)."""
+    for key, depth in (("text", 1), ("input_ids", 2), ("input_embeds", 3)):
+        value = body.get(key)
+        if value is None:
+            continue
+        inner = value
+        for _ in range(depth - 1):
+            inner = inner[0] if isinstance(inner, list) and inner else None
+        return len(value) if isinstance(value, list) and isinstance(inner, list) else None
+    return None
+
+
+def check_generate_shape(body: Mapping) -> Optional[RequestError]:
+    """A list of sampling_params must give every prompt one (SGLang answers 500 otherwise)."""
+    params = body.get("sampling_params")
+    if not isinstance(params, list):
+        return None
+    if not params:
+        return RequestError("sampling_params", "must not be an empty list")
+    size = _batch_size(body)
+    if size is None:
+        return RequestError("sampling_params", "must be an object for a single prompt (a list is for a batch)")
+    if len(params) < size:
+        return RequestError("sampling_params", f"has {len(params)} entries for a batch of {size} prompts")
+    return None
+
+
 def validate_generate_request(body: Mapping, *, enabled: bool = True) -> Optional[RequestError]:
     """Check a ``/generate`` body (single or batched); None when it may proceed."""
     error, flags = generate_flags(body)
+    if error:
+        return error
+    error = check_generate_shape(body)
     if error:
         return error
     per_item = isinstance(body.get("sampling_params"), list)

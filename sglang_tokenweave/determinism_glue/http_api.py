@@ -1,19 +1,20 @@
 """The ``deterministic`` request field on SGLang's HTTP API, as an ASGI middleware.
 
-SGLang's routes parse bodies into closed models (``SamplingParams`` rejects unknown keys, while
-``GenerateReqInput`` drops unknown top-level keys), and a streaming route reports errors inside
-a 200 event stream. So the field is checked and translated before a route sees the body, on the
-decoded JSON (escapes and key order do not matter), for every method of the routes that
-generate: an invalid request gets HTTP 400 naming the field and the reason; a valid one
-continues with ``deterministic`` moved into ``custom_params`` (see ``markers``). The generation
-routes that do not serve deterministic requests refuse the field instead of ignoring it.
+SGLang's routes parse bodies into models (``GenerateReqInput`` drops unknown top-level keys;
+``/generate``'s sampling_params are not checked at all: see ``sampling_params_types``), and a
+streaming route reports errors inside a 200 event stream. So every body of the routes that
+generate is decoded here, whatever the method, and checked before a route sees it (escapes and
+key order do not matter): an invalid request gets HTTP 400 naming the field and the reason; a
+valid one continues with ``deterministic`` moved into ``custom_params`` (see ``markers``). The
+generation routes that do not serve deterministic requests refuse the field instead of
+ignoring it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple, Optional
+from typing import Callable, Mapping, NamedTuple, Optional
 
 from sglang_tokenweave.determinism.request_validation import (
     FIELD,
@@ -23,7 +24,7 @@ from sglang_tokenweave.determinism.request_validation import (
     validate_openai_request,
 )
 
-from .markers import RESERVED_PREFIX, mark
+from .markers import mark
 
 GENERATE_PATH = "/generate"
 OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
@@ -34,10 +35,9 @@ OTHER_GENERATION_PATHS = (
     os.environ.get("SGLANG_OLLAMA_CHAT_ROUTE", "/api/chat"),
     os.environ.get("SGLANG_OLLAMA_GENERATE_ROUTE", "/api/generate"),
 )
-_UNSUPPORTED_ROUTE = f"deterministic requests are served on {GENERATE_PATH} and {' and '.join(OPENAI_PATHS)} only"
-# A JSON body can name our fields only with these bytes in it: key characters are written
-# literally or as \u escapes; a NUL byte means UTF-16 or UTF-32, which json.loads also reads.
-_NEEDLES = (FIELD.encode(), RESERVED_PREFIX.encode(), b"custom_params", b"\\u", b"\x00")
+_UNSUPPORTED_ROUTE = f"deterministic requests are served on {GENERATE_PATH}, {OPENAI_PATHS[0]} and {OPENAI_PATHS[1]} only"
+# Checks one sampling_params object of /generate (``sampling_params_types``; none in unit tests).
+ParamsCheck = Callable[[Mapping, str], Optional[RequestError]]
 
 
 class Rewrite(NamedTuple):
@@ -51,11 +51,16 @@ def _mark_entry(params: dict, deterministic: bool) -> None:
         params["custom_params"] = mark(params.get("custom_params"))
 
 
-def _rewrite_generate(body: dict, enabled: bool) -> Rewrite:
+def _rewrite_generate(body: dict, enabled: bool, check_params: Optional[ParamsCheck]) -> Rewrite:
     error = validate_generate_request(body, enabled=enabled)
     if error:
         return Rewrite(error, False)
     params = body.get("sampling_params")
+    if check_params is not None:
+        for i, entry in enumerate(params if isinstance(params, list) else [params]):
+            prefix = f"sampling_params[{i}]." if isinstance(params, list) else "sampling_params."
+            if isinstance(entry, Mapping) and (error := check_params(entry, prefix)):
+                return Rewrite(error, False)
     mentioned = FIELD in body or any(isinstance(entry, dict) and FIELD in entry
                                      for entry in (params if isinstance(params, list) else [params]))
     if not mentioned:
@@ -76,10 +81,10 @@ def _rewrite_generate(body: dict, enabled: bool) -> Rewrite:
     return Rewrite(None, True)
 
 
-def rewrite_body(path: str, body: dict, *, enabled: bool) -> Rewrite:
+def rewrite_body(path: str, body: dict, *, enabled: bool, check_params: Optional[ParamsCheck] = None) -> Rewrite:
     """Validate the decoded ``body`` for ``path`` and translate the field in place."""
     if path == GENERATE_PATH:
-        return _rewrite_generate(body, enabled)
+        return _rewrite_generate(body, enabled, check_params)
     if path in OPENAI_PATHS:
         error = validate_openai_request(body, enabled=enabled)
         if error or FIELD not in body:
@@ -91,9 +96,10 @@ def rewrite_body(path: str, body: dict, *, enabled: bool) -> Rewrite:
     return Rewrite(None, False)
 
 
-def translate(path: str, raw: bytes, *, enabled: bool) -> tuple[bytes, Optional[RequestError]]:
+def translate(path: str, raw: bytes, *, enabled: bool,
+              check_params: Optional[ParamsCheck] = None) -> tuple[bytes, Optional[RequestError]]:
     """The body the route gets (or the 400 error) for the raw body of a request on ``path``."""
-    if not any(needle in raw for needle in _NEEDLES):
+    if not raw:
         return raw, None
     try:
         body = json.loads(raw)
@@ -103,7 +109,7 @@ def translate(path: str, raw: bytes, *, enabled: bool) -> tuple[bytes, Optional[
         return raw, RequestError("body", "JSON nested too deeply")
     if not isinstance(body, dict):
         return raw, None
-    error, changed = rewrite_body(path, body, enabled=enabled)
+    error, changed = rewrite_body(path, body, enabled=enabled, check_params=check_params)
     if error or not changed:
         return raw, error
     return json.dumps(body).encode(), None
@@ -112,9 +118,10 @@ def translate(path: str, raw: bytes, *, enabled: bool) -> tuple[bytes, Optional[
 class DeterministicFieldMiddleware:
     """Pure ASGI middleware (the body is read once and replayed to the route)."""
 
-    def __init__(self, app, enabled: bool):
+    def __init__(self, app, enabled: bool, check_params: Optional[ParamsCheck] = None):
         self.app = app
         self.enabled = enabled
+        self.check_params = check_params
         self.paths = {GENERATE_PATH, *OPENAI_PATHS, *OTHER_GENERATION_PATHS}
 
     async def __call__(self, scope, receive, send):
@@ -128,7 +135,7 @@ class DeterministicFieldMiddleware:
                 return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        raw, error = translate(scope["path"], b"".join(chunks), enabled=self.enabled)
+        raw, error = translate(scope["path"], b"".join(chunks), enabled=self.enabled, check_params=self.check_params)
         if error is not None:
             return await _send_json(send, 400, error.openai_body())
         return await self.app(_with_length(scope, len(raw)), _replay(raw, receive), send)
@@ -171,8 +178,9 @@ def install_middleware(*args, **kwargs):
     from sglang.srt.entrypoints.http_server import app
 
     from sglang_tokenweave.config import config_from_env
+    from sglang_tokenweave.sampling_params_types import check_sampling_params
 
     if not any(getattr(m, "cls", None) is DeterministicFieldMiddleware for m in app.user_middleware):
-        app.add_middleware(DeterministicFieldMiddleware,
-                           enabled=config_from_env().enable_deterministic_requests)
+        app.add_middleware(DeterministicFieldMiddleware, enabled=config_from_env().enable_deterministic_requests,
+                           check_params=check_sampling_params)
     return None
