@@ -97,6 +97,29 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         feature="cpu",
         why="SGLang applies the bitmask with a GPU kernel and raises on CPU logits; xgrammar has a CPU kernel",
     ),
+    PatchTarget(
+        target="sglang.srt.managers.scheduler.Scheduler.handle_generate_request",
+        hook="sglang_tokenweave.prompt_guard:refuse_invalid_prompt",
+        kind="around",
+        feature="core",
+        why="refuse (HTTP 400) a prompt without tokens or with token ids outside the vocabulary, which would "
+        "end the scheduler at its first forward pass; aborted as SGLang aborts a request for an unknown session "
+        "(Req, Req.set_finish_with_abort, Scheduler.init_req_max_new_tokens, Scheduler._add_request_to_queue)",
+    ),
+    PatchTarget(
+        target="sglang.srt.managers.io_struct.GenerateReqInput.normalize_batch_and_arguments",
+        hook="sglang_tokenweave.request_errors:as_bad_request",
+        kind="around",
+        feature="core",
+        why="a per-prompt list shorter than the batch (or of the wrong item type) is the client's error: HTTP 400, not 500",
+    ),
+    PatchTarget(
+        target="sglang.srt.managers.io_struct.GenerateReqInput.__getitem__",
+        hook="sglang_tokenweave.request_errors:as_bad_request",
+        kind="around",
+        feature="core",
+        why="the same when the batch is split into one sub-request per prompt",
+    ),
     # --- feature "tokenweave" (fused all-reduce + norm, token splitting) ---
     PatchTarget(
         target="sglang.srt.model_executor.model_runner.ModelRunner.init_attention_backends",
@@ -177,6 +200,14 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         kind="after",
         feature="deterministic_requests",
         why="know whether any deterministic request is alive, so that the per-step hooks cost nothing without one",
+    ),
+    PatchTarget(
+        target="sglang.srt.managers.scheduler.Scheduler.handle_generate_request",
+        hook="sglang_tokenweave.determinism_glue.scheduler_guard:refuse_unreplayable",
+        kind="around",
+        feature="deterministic_requests",
+        why="refuse (HTTP 400) a marked request that the HTTP layer did not validate, or that the verifier cannot "
+        "replay (the same rules, on SGLang's own request); aborted as prompt_guard aborts",
     ),
     PatchTarget(
         target="sglang.srt.managers.scheduler.Scheduler.get_next_batch_to_run",

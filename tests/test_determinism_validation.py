@@ -2,11 +2,11 @@
 
 import pytest
 
+from sglang_tokenweave.determinism.replay_rules import check_replayable, in_use
 from sglang_tokenweave.determinism.request_validation import (
     is_deterministic,
     validate_generate_request,
     validate_openai_request,
-    validate_sampling_params,
 )
 
 
@@ -125,8 +125,16 @@ def test_server_without_the_feature_rejects_deterministic_requests():
     assert validate_openai_request({"deterministic": False}, enabled=False) is None
 
 
-def test_sampling_params_built_for_tool_calls_are_checked_too():
-    assert validate_sampling_params({"deterministic": True, "json_schema": "{}"}, prefix="").field == "json_schema"
+def test_the_scheduler_side_names_are_checked_by_the_same_rules():
+    # What the scheduler sees: SGLang's SamplingParams fields and its tokenized request's fields.
+    assert check_replayable({"json_schema": "{}"}, {}).field == "sampling_params.json_schema"
+    assert check_replayable({"repetition_penalty": 1.2}, {}).field == "sampling_params.repetition_penalty"
+    assert check_replayable({"frequency_penalty": 0.0, "repetition_penalty": 1.0, "min_new_tokens": 0,
+                             "max_new_tokens": None, "sampling_seed": None}, {}) is None
+    assert check_replayable({}, {"mm_inputs": {"mm_items": [1]}}).field == "mm_inputs"
+    assert check_replayable({}, {"lora_id": "adapter"}).field == "lora_id"
+    assert check_replayable({}, {"max_thinking_tokens": 0}).field == "max_thinking_tokens"
+    assert check_replayable({}, {"return_hidden_states": False, "session_params": None}) is None
 
 
 def test_token_ids_logprob_is_refused_for_deterministic_requests():
@@ -134,3 +142,145 @@ def test_token_ids_logprob_is_refused_for_deterministic_requests():
     error = validate_generate_request(body)
     assert error is not None and error.field == "token_ids_logprob"
     assert validate_generate_request({**body, "sampling_params": {"deterministic": False}}) is None
+
+
+@pytest.mark.parametrize("value, used", [
+    (None, False), (False, False), ("", False), ({}, False), ([], False), ([None, False], False),
+    (True, True), (0, True), ("x", True), ({"a": 1}, True), ([None, "x"], True), ([[0.5]], True),
+])
+def test_in_use(value, used):
+    assert in_use(value) is used
+
+
+# --- placements of the field on /generate ---
+
+def test_top_level_flag_is_checked_like_the_sampling_params_one():
+    """The field at the top level of /generate, where SGLang users put rid or stream, is honoured
+    and checked (SGLang itself would drop it and decode non-deterministically)."""
+    body = {"text": "hi", "deterministic": True, "sampling_params": {"regex": "a+"}}
+    assert validate_generate_request(body).field == "sampling_params.regex"
+    assert validate_generate_request({"text": "hi", "deterministic": True}) is None
+    assert validate_generate_request({"text": "hi", "deterministic": True}, enabled=False).field == "deterministic"
+    assert validate_generate_request({"text": "hi", "deterministic": "yes"}).field == "deterministic"
+    assert validate_generate_request({"text": "hi", "deterministic": False, "sampling_params": {"regex": "a"}}) is None
+
+
+def test_top_level_flag_applies_to_every_item_of_a_batch():
+    body = {"text": ["a", "b"], "deterministic": True, "sampling_params": [{}, {"min_new_tokens": 2}]}
+    assert validate_generate_request(body).field == "sampling_params[1].min_new_tokens"
+    body = {"input_ids": [[1, 2], [3]], "deterministic": True, "sampling_params": {"logit_bias": {"1": 1.0}}}
+    assert validate_generate_request(body).field == "sampling_params.logit_bias"
+
+
+@pytest.mark.parametrize("top, own, where", [
+    (True, False, "sampling_params.deterministic"),
+    (False, True, "sampling_params.deterministic"),
+])
+def test_both_placements_must_agree(top, own, where):
+    error = validate_generate_request({"text": "x", "deterministic": top, "sampling_params": {"deterministic": own}})
+    assert error.field == "deterministic" and where in error.reason
+    error = validate_generate_request({"text": ["x", "y"], "deterministic": top,
+                                       "sampling_params": [{"deterministic": top}, {"deterministic": own}]})
+    assert error.field == "deterministic" and "sampling_params[1].deterministic" in error.reason
+    same = {"text": "x", "deterministic": top, "sampling_params": {"deterministic": top}}
+    assert validate_generate_request(same) is None
+
+
+@pytest.mark.parametrize("params, field", [(5, "sampling_params"), ("x", "sampling_params"),
+                                           ([{}, 3], "sampling_params[1]")])
+def test_top_level_flag_needs_sampling_params_it_can_mark(params, field):
+    body = {"text": ["x", "y"], "deterministic": True, "sampling_params": params}
+    assert validate_generate_request(body).field == field
+    body.pop("deterministic")  # without the flag, SGLang reports its own type errors
+    assert validate_generate_request(body) is None
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"text": "x", "sampling_params": []}, "empty list"),
+    ({"text": ["x", "y"], "sampling_params": []}, "empty list"),
+    ({"text": "x", "sampling_params": [{}]}, "single prompt"),
+    ({"input_ids": [1, 2], "sampling_params": [{}]}, "single prompt"),
+    ({"text": ["x", "y"], "sampling_params": [{}]}, "1 entries for a batch of 2"),
+    ({"input_ids": [[1], [2], [3]], "sampling_params": [{}, {}]}, "2 entries for a batch of 3"),
+])
+def test_a_list_of_sampling_params_covers_the_batch(body, words):
+    """SGLang answers these with a 500 (an IndexError or AttributeError of its own)."""
+    error = validate_generate_request(body)
+    assert error.field == "sampling_params" and words in error.reason
+
+
+def test_batches_with_enough_sampling_params_pass():
+    assert validate_generate_request({"text": ["x", "y"], "sampling_params": [{}, {}, {}]}) is None
+    assert validate_generate_request({"input_ids": [[1], [2]], "sampling_params": [{}, {}]}) is None
+    assert validate_generate_request({"input_embeds": [[[0.5]], [[0.5]]], "sampling_params": [{}, {}]}) is None
+
+
+# --- custom_params ---
+
+@pytest.mark.parametrize("value", [5, "x", [1], True])
+def test_custom_params_must_be_an_object(value):
+    for params in ({"custom_params": value}, {"custom_params": value, "deterministic": True}):
+        error = validate_generate_request({"text": "x", "sampling_params": params})
+        assert error.field == "sampling_params.custom_params" and "object" in error.reason
+    error = validate_openai_request({"model": "m", "custom_params": value, "deterministic": True})
+    assert error.field == "custom_params"
+    assert validate_generate_request({"text": "x", "sampling_params": {"custom_params": None}}) is None
+
+
+@pytest.mark.parametrize("key", ["tokenweave_deterministic", "tokenweave_validated", "tokenweave_seed",
+                                 "tokenweave_anything"])
+def test_reserved_custom_params_keys_are_refused(key):
+    error = validate_generate_request({"text": "x", "sampling_params": {"custom_params": {key: True}}})
+    assert error.field == f"sampling_params.custom_params.{key}" and "reserved" in error.reason
+    error = validate_openai_request({"model": "m", "custom_params": {"mine": 1, key: True}})
+    assert error.field == f"custom_params.{key}"
+    batch = {"text": ["x", "y"], "sampling_params": [{}, {"custom_params": {key: 1}}]}
+    assert validate_generate_request(batch).field == f"sampling_params[1].custom_params.{key}"
+
+
+# --- LoRA, multimodal inputs, input embeddings; stop regexes ---
+
+@pytest.mark.parametrize("extra, field, words", [
+    (dict(lora_path="my-adapter"), "lora_path", "LoRA"),
+    (dict(lora_id="id"), "lora_id", "LoRA"),
+    (dict(image_data="https://x/y.png"), "image_data", "multimodal"),
+    (dict(image_data=["a.png", "b.png"]), "image_data", "multimodal"),
+    (dict(video_data="v.mp4"), "video_data", "multimodal"),
+    (dict(audio_data="a.wav"), "audio_data", "multimodal"),
+    (dict(input_embeds=[[0.1, 0.2]]), "input_embeds", "embeddings"),
+    (dict(positional_embed_overrides={"x": 1}), "positional_embed_overrides", "embeddings"),
+    (dict(max_thinking_tokens=16), "max_thinking_tokens", "grammar"),
+])
+def test_unreplayable_inputs_are_refused(extra, field, words):
+    error = validate_generate_request({**generate(), **extra})
+    assert error.field == field and words in error.reason
+    top = {"text": "hi", "deterministic": True, **extra}
+    assert validate_generate_request(top).field == field
+    assert validate_generate_request({"text": "hi", **extra}) is None  # not deterministic: SGLang's business
+
+
+def test_per_item_inputs_of_a_batch_count_for_their_item_only():
+    body = {"text": ["a", "b"], "lora_path": ["x", None], "sampling_params": [{}, {"deterministic": True}]}
+    assert validate_generate_request(body) is None
+    body["lora_path"] = [None, "x"]
+    assert validate_generate_request(body).field == "lora_path"
+    # one sampling_params for the whole batch: any item's adapter counts
+    assert validate_generate_request({"text": ["a", "b"], "lora_path": ["x", None], "deterministic": True}).field \
+        == "lora_path"
+
+
+def test_openai_lora_and_media_parts_are_refused():
+    assert validate_openai_request(openai(lora_path="a")).field == "lora_path"
+    image = {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+    body = openai(messages=[{"role": "user", "content": "hi"},
+                            {"role": "user", "content": [{"type": "text", "text": "look"}, image]}])
+    error = validate_openai_request(body)
+    assert error.field == "messages[1].content[1]" and "multimodal" in error.reason
+    body["deterministic"] = False
+    assert validate_openai_request(body) is None
+
+
+def test_stop_regex_is_allowed():
+    """Honoured on committed tokens (the scheduler's committed-token finish check)."""
+    assert validate_generate_request(generate(stop_regex=["a+b", "\\d"])) is None
+    assert validate_openai_request(openai(stop_regex="x$")) is None

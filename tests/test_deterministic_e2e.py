@@ -9,10 +9,13 @@ and the metrics count the rollbacks. Every KV slot is free again afterwards.
 
 import concurrent.futures as cf
 import itertools
+import json
 import random
+import re
 
 import openai
 import pytest
+import requests
 from deterministic_client import (
     PROMPTS, SAMPLING, det_params, generate, generate_stream, metric, scheduler_reports, wait_for_idle_pool,
 )
@@ -26,6 +29,7 @@ DET_ARGS = ["--enable-deterministic-requests", "--enable-metrics", "--determinis
 PERTURB = ["--deterministic-test-perturb-logits", "3.0"]
 LOOKAHEAD = ["--deterministic-lookahead-blocks", "2"]
 CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
+JSON = {"content-type": "application/json"}
 
 
 def _start(tmp_path_factory, args, env=None):
@@ -229,6 +233,60 @@ class TestTp1:
         error = r.json()["error"]
         assert error["param"] == param and param in error["message"]
 
+    def test_top_level_flag_is_deterministic_for_every_item(self, server, reference):
+        """The field at the top level of /generate, where SGLang users put rid or stream."""
+        cases = [(1, 1), (2, 2)]
+        params = [_case_params(case)[1] for case in cases]
+        for p in params:
+            p.pop("deterministic")
+        prompt, _ = _case_params(cases[0])
+        one = generate(server, prompt, params[0], deterministic=True)
+        assert one["output_ids"] == reference[cases[0]]
+        batch = generate(server, [_case_params(c)[0] for c in cases], params, deterministic=True)
+        assert [item["output_ids"] for item in batch] == [reference[c] for c in cases]
+
+    def test_put_and_json_escaped_bodies_are_checked(self, server, reference):
+        prompt, params = _case_params((1, 1))
+        params.pop("deterministic")
+        escaped = json.dumps({"text": prompt, "deterministic": True, "sampling_params": params})
+        escaped = escaped.replace('"deterministic"', '"\\u0064eterministic"').encode()
+        for method in ("POST", "PUT"):
+            r = requests.request(method, server.url + "/generate", data=escaped, timeout=600, headers=JSON)
+            assert r.status_code == 200 and r.json()["output_ids"] == reference[(1, 1)], r.text
+        smuggled = (b'{"text": "x", "sampling_params": {"max_new_tokens": 0, "regex": "a+", '
+                    b'"custom_params": {"tokenweave\\u005fdeterministic": true}}}')
+        r = requests.put(server.url + "/generate", data=smuggled, timeout=600, headers=JSON)
+        assert r.status_code == 400 and r.json()["error"]["param"] == \
+            "sampling_params.custom_params.tokenweave_deterministic", r.text
+
+    def test_stop_regex_finishes_on_committed_tokens(self, server, reference):
+        prompt, params = _case_params((2, 1))
+        full = reference[(2, 1)]
+        # the text of two tokens from the middle (plain ASCII, so it reads the same in context)
+        start, text = next((i, t) for i in range(8, 16) if (t := _detokenize(server, full[i:i + 2])).isascii()
+                           and len(t.strip()) >= 2)
+        regex = re.escape(text.strip()).replace("\\ ", " ")
+        body = generate(server, prompt, {**params, "stop_regex": regex, "no_stop_trim": True})
+        out = body["output_ids"]
+        # where SGLang's own check stops: the first committed token whose text matches
+        first = next(k for k in range(1, len(full) + 1) if re.search(regex, _detokenize(server, full[:k])))
+        assert first <= start + 2 < len(full) and out == full[:first]
+        assert body["meta_info"]["finish_reason"] == {"type": "stop", "matched": regex}
+        _assert_pool_idle(server)
+
+    @pytest.mark.parametrize("extra, param", [
+        ({"sampling_params": {"deterministic": True, "custom_params": 5}}, "sampling_params.custom_params"),
+        ({"deterministic": True, "lora_path": "adapter"}, "lora_path"),
+        ({"deterministic": True, "image_data": "https://example.com/a.png"}, "image_data"),
+        ({"deterministic": True, "input_embeds": [[0.5] * 128]}, "input_embeds"),
+        ({"deterministic": True, "sampling_params": {"deterministic": False}}, "deterministic"),
+    ])
+    def test_unsupported_combinations_get_400(self, server, extra, param):
+        r = server.post("/generate", {"text": "x", **extra})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+        assert server.get("/health").status_code == 200
+
     def test_overlap_scheduler_and_sampling_kernel_are_reported(self, server):
         for process in scheduler_reports(server):
             features = process["features"]
@@ -305,6 +363,12 @@ class TestFeatureOff:
 
     def test_other_requests_unchanged_by_the_feature(self, plain, server):
         assert [_greedy(server, i) for i in range(6)] == [_greedy(plain, i) for i in range(6)]
+
+
+def _detokenize(server, ids):
+    r = server.post("/v1/detokenize", {"model": "tiny", "tokens": ids, "skip_special_tokens": False})
+    assert r.status_code == 200, r.text
+    return r.json()["text"]
 
 
 def _stream_ids(chunks):

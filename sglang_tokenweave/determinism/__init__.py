@@ -16,6 +16,7 @@ Modules (none imports SGLang; the scheduler glue builds on them):
   row table (``row_table``) share: row parameters, a plan's device fields, the table's columns.
 - ``logprobs``: batch-invariant log-probabilities of chosen / top tokens (torch).
 - ``perturbation``: test-only noise on the fast path's logits.
-- ``request_validation``: which request fields a deterministic request may carry (HTTP 400s).
+- ``replay_rules``: what the verifier can replay, checked by the HTTP layer and the scheduler.
+- ``request_validation``: where the field goes in a JSON body and what it may come with (HTTP 400s).
 - ``metrics``: plain counters.
 """

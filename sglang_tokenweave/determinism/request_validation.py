@@ -1,92 +1,48 @@
-"""Which requests may be deterministic: checks over plain JSON bodies, for HTTP 400 answers.
+"""Which requests may be deterministic: checks over decoded JSON bodies, for HTTP 400 answers.
 
-``deterministic`` must be a JSON boolean wherever it appears (``/generate``: in
-``sampling_params``; ``/v1/completions`` and ``/v1/chat/completions``: a body field, so the
-OpenAI client's ``extra_body`` carries it). A request without it, or with ``false``, is not
-checked any further: it runs exactly as in stock SGLang.
+Where ``deterministic`` goes (a JSON boolean wherever it appears):
+- ``/generate``: at the top level of the body (for every item of a batch) or in
+  ``sampling_params`` (for that item; a list of sampling_params gives each item its own). Both
+  present and different is an error naming both.
+- ``/v1/completions`` and ``/v1/chat/completions``: a body field (the OpenAI client's
+  ``extra_body`` carries it).
+A request without it, or with ``false``, is not checked any further (it runs exactly as in
+stock SGLang), except that ``custom_params`` must be an object whose keys do not start with
+``tokenweave_`` (reserved for the server).
 
-A deterministic request may not use (each with the reason given in the error):
-- constrained decoding: ``json_schema``, ``regex``, ``ebnf``, ``structural_tag``,
-  ``response_format`` other than text, ``tool_choice`` "required" or a named tool, strict tools;
-  the grammar's state advances with every proposed token and is not rolled back;
-- ``frequency_penalty``, ``presence_penalty``, ``repetition_penalty``, ``min_new_tokens`` /
-  ``min_tokens``: the penalisers count proposed tokens, so a rollback would leave them wrong;
-- ``logit_bias`` and custom logit processors: the verifier applies no logit processor;
-- ``return_hidden_states``, ``return_routed_experts``, ``return_indexer_topk``,
-  ``return_sampling_mask``: these come from the batched fast path and are not reproducible;
-- sessions (``session_params``, ``session_id``): they resume from cached KV of another request;
-- ``token_ids_logprob`` (logprobs of caller-chosen token ids): the verifier returns the chosen
-  tokens' and the top-k logprobs only;
-- ``max_new_tokens`` / ``max_tokens`` of 0.
-Allowed: temperature, top_p, top_k, min_p, a seed (int64; ``seed`` or ``sampling_seed``),
-n > 1 (each choice gets its own derived seed), stop strings and token ids, logprobs, streaming.
+A deterministic request is held to ``replay_rules``, plus, on the OpenAI routes: no
+``response_format`` other than text, no forced or strict tool calls (both are grammars), no
+image, video or audio content parts. Allowed: temperature, top_p, top_k, min_p, a seed (int64;
+``seed`` or ``sampling_seed``), n > 1 (each choice gets its own derived seed), stop strings,
+stop regexes and stop token ids, logprobs, streaming.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-from .seeds import SEED_MAX, SEED_MIN
+from .replay_rules import (
+    GRAMMAR,
+    MULTIMODAL,
+    REQUEST_RULES,
+    SAMPLING_RULES,
+    RequestError,
+    check_max_tokens,
+    check_replayable,
+    check_rules,
+    check_seed,
+)
+
+__all__ = ["FIELD", "RESERVED_PREFIX", "RequestError", "check_flag", "check_generate_shape", "generate_flags",
+           "is_deterministic", "validate_generate_request", "validate_openai_request"]
 
 FIELD = "deterministic"
-_GRAMMAR = "constrained decoding (grammar) is not supported for deterministic requests"
-_PENALTY = "penalties count tokens that a deterministic request may roll back; not supported"
-_PROCESSOR = "logit processors are not applied by the verifier of deterministic requests"
-_FAST_PATH = "this output comes from the batched fast path and is not reproducible"
-_SESSION = "sessions reuse another request's KV cache, which deterministic requests never do"
-_TOKEN_IDS_LOGPROB = "logprobs of chosen token ids are not returned for deterministic requests (use top logprobs)"
+RESERVED_PREFIX = "tokenweave_"  # custom_params keys the server sets on its way to the scheduler
 _DISABLED = "the server was started without --enable-deterministic-requests"
-
-
-@dataclasses.dataclass(frozen=True)
-class RequestError:
-    field: str
-    reason: str
-
-    @property
-    def message(self) -> str:
-        return f"{self.field}: {self.reason}"
-
-    def openai_body(self) -> dict:
-        """An OpenAI-style error body for the HTTP 400 answer."""
-        return {"error": {"message": self.message, "type": "BadRequestError", "param": self.field, "code": 400}}
-
-
-def _set(value: Any) -> bool:
-    return value is not None and value is not False and value != "" and value != {} and value != []
-
-
-def _not(neutral: float) -> Callable[[Any], bool]:
-    return lambda value: value is not None and value != neutral
-
-
-# field -> (is it in use?, why a deterministic request may not use it)
-_SAMPLING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "json_schema": (_set, _GRAMMAR),
-    "regex": (_set, _GRAMMAR),
-    "ebnf": (_set, _GRAMMAR),
-    "structural_tag": (_set, _GRAMMAR),
-    "frequency_penalty": (_not(0), _PENALTY),
-    "presence_penalty": (_not(0), _PENALTY),
-    "repetition_penalty": (_not(1), _PENALTY),
-    "logit_bias": (_set, _PROCESSOR),
-    "custom_logit_processor": (_set, _PROCESSOR),
-}
-_GENERATE_SAMPLING_RULES = {**_SAMPLING_RULES, "min_new_tokens": (_not(0), _PENALTY)}
-# OpenAI bodies carry sampling fields and request-level fields side by side.
-_OPENAI_SAMPLING_RULES = {**_SAMPLING_RULES, "min_tokens": (_not(0), _PENALTY)}
-# Request-level fields (top level of /generate, per request when given as a list).
-_REQUEST_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "return_hidden_states": (_set, _FAST_PATH),
-    "return_routed_experts": (_set, _FAST_PATH),
-    "return_indexer_topk": (_set, _FAST_PATH),
-    "return_sampling_mask": (_set, _FAST_PATH),
-    "session_params": (_set, _SESSION),
-    "session_id": (_set, _SESSION),
-    "custom_logit_processor": (_set, _PROCESSOR),
-    "token_ids_logprob": (_set, _TOKEN_IDS_LOGPROB),
-}
+_MEDIA_PARTS = ("image_url", "video_url", "audio_url", "input_audio")
+# OpenAI bodies carry sampling fields and request-level fields side by side, some renamed.
+_OPENAI_RULES = {"min_tokens" if name == "min_new_tokens" else name: rule
+                 for name, rule in {**SAMPLING_RULES, **REQUEST_RULES}.items()}
 
 
 def check_flag(value: Any, field: str = FIELD) -> Optional[RequestError]:
@@ -96,69 +52,116 @@ def check_flag(value: Any, field: str = FIELD) -> Optional[RequestError]:
     return None
 
 
-def check_seed(value: Any, field: str) -> Optional[RequestError]:
+def check_custom_params(value: Any, field: str) -> Optional[RequestError]:
+    """``custom_params`` is an object (or null) and holds none of the server's own keys."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        return RequestError(field, f"must be an integer, got {type(value).__name__}")
-    if not SEED_MIN <= value <= SEED_MAX:
-        return RequestError(field, f"must be in [{SEED_MIN}, {SEED_MAX}], got {value}")
+    if not isinstance(value, Mapping):
+        return RequestError(field, f"must be an object, got {type(value).__name__}")
+    for key in value:
+        if isinstance(key, str) and key.startswith(RESERVED_PREFIX):
+            return RequestError(f"{field}.{key}", f"keys starting with {RESERVED_PREFIX!r} are reserved for "
+                                                  f"the server; send \"{FIELD}\": true instead")
     return None
 
 
-def _check_rules(body: Mapping, rules: Mapping, prefix: str, index: Optional[int] = None) -> Optional[RequestError]:
-    for name, (in_use, reason) in rules.items():
-        value = body.get(name)
-        if index is not None and isinstance(value, list):
-            value = value[index] if index < len(value) else None
-        if in_use(value):
-            return RequestError(prefix + name, reason)
+def _entries(params: Any) -> list[tuple[Optional[int], Any, str]]:
+    """(index or None, entry, field prefix) of /generate's sampling_params, single or a list."""
+    if isinstance(params, list):
+        return [(i, entry, f"sampling_params[{i}].") for i, entry in enumerate(params)]
+    return [(None, params, "sampling_params.")]
+
+
+def generate_flags(body: Mapping) -> tuple[Optional[RequestError], list[bool]]:
+    """Whether each sampling_params entry of a /generate body is deterministic (one for a
+    single dict or none), with both placements of the field resolved; or the error."""
+    top = body.get(FIELD)
+    if FIELD in body and (error := check_flag(top)):
+        return error, []
+    params = body.get("sampling_params")
+    if top is True and params is not None and not isinstance(params, (Mapping, list)):
+        return RequestError("sampling_params", "must be an object or a list of objects"), []
+    if top is True and params == []:
+        return RequestError("sampling_params", "must not be an empty list for a deterministic request"), []
+    flags = []
+    for _, entry, prefix in _entries(params):
+        if not isinstance(entry, Mapping):
+            if top is True and entry is not None:
+                return RequestError(prefix[:-1], "must be an object"), []
+            flags.append(top is True)
+            continue
+        error = check_custom_params(entry.get("custom_params"), prefix + "custom_params")
+        if error:
+            return error, []
+        if FIELD not in entry:
+            flags.append(top is True)
+            continue
+        own = entry[FIELD]
+        if error := check_flag(own, prefix + FIELD):
+            return error, []
+        if FIELD in body and own != top:
+            return RequestError(FIELD, f"conflicts with {prefix}{FIELD} ({str(top).lower()} vs {str(own).lower()}); "
+                                       "give it once, or the same value in both places"), []
+        flags.append(own)
+    return None, flags
+
+
+def _batch_size(body: Mapping) -> Optional[int]:
+    """The number of prompts of a batched /generate body; None for a single prompt (as SGLang
+    tells them apart: text a list, input_ids a list of lists, input_embeds a list of lists of
+    lists)."""
+    for key, depth in (("text", 1), ("input_ids", 2), ("input_embeds", 3)):
+        value = body.get(key)
+        if value is None:
+            continue
+        inner = value
+        for _ in range(depth - 1):
+            inner = inner[0] if isinstance(inner, list) and inner else None
+        return len(value) if isinstance(value, list) and isinstance(inner, list) else None
     return None
 
 
-def _check_max_tokens(value: Any, field: str) -> Optional[RequestError]:
-    if value == 0 and not isinstance(value, bool):
-        return RequestError(field, "must be at least 1 for deterministic requests")
-    return None
-
-
-def validate_sampling_params(params: Any, prefix: str = "sampling_params.") -> Optional[RequestError]:
-    """Check one ``/generate`` sampling_params dict (also usable on the params SGLang builds
-    from an OpenAI request, which catches grammars added for tool calls)."""
-    if not isinstance(params, Mapping) or FIELD not in params:
+def check_generate_shape(body: Mapping) -> Optional[RequestError]:
+    """A list of sampling_params must give every prompt one (SGLang answers 500 otherwise)."""
+    params = body.get("sampling_params")
+    if not isinstance(params, list):
         return None
-    error = check_flag(params[FIELD], prefix + FIELD)
-    if error or not params[FIELD]:
-        return error
-    return (
-        check_seed(params.get("sampling_seed"), prefix + "sampling_seed")
-        or _check_max_tokens(params.get("max_new_tokens"), prefix + "max_new_tokens")
-        or _check_rules(params, _GENERATE_SAMPLING_RULES, prefix)
-    )
+    if not params:
+        return RequestError("sampling_params", "must not be an empty list")
+    size = _batch_size(body)
+    if size is None:
+        return RequestError("sampling_params", "must be an object for a single prompt (a list is for a batch)")
+    if len(params) < size:
+        return RequestError("sampling_params", f"has {len(params)} entries for a batch of {size} prompts")
+    return None
 
 
 def validate_generate_request(body: Mapping, *, enabled: bool = True) -> Optional[RequestError]:
     """Check a ``/generate`` body (single or batched); None when it may proceed."""
-    params = body.get("sampling_params")
-    entries = list(enumerate(params)) if isinstance(params, list) else [(None, params)]
-    for index, entry in entries:
-        prefix = "sampling_params." if index is None else f"sampling_params[{index}]."
-        error = validate_sampling_params(entry, prefix)
+    error, flags = generate_flags(body)
+    if error:
+        return error
+    error = check_generate_shape(body)
+    if error:
+        return error
+    per_item = isinstance(body.get("sampling_params"), list)
+    for (index, entry, prefix), deterministic in zip(_entries(body.get("sampling_params")), flags):
+        if not deterministic:
+            continue
+        if not enabled:
+            return RequestError(prefix + FIELD if isinstance(entry, Mapping) and FIELD in entry else FIELD, _DISABLED)
+        error = check_replayable(entry if isinstance(entry, Mapping) else {}, body,
+                                 sampling_prefix=prefix, index=index if per_item else None)
         if error:
             return error
-        if isinstance(entry, Mapping) and entry.get(FIELD) is True:
-            if not enabled:
-                return RequestError(prefix + FIELD, _DISABLED)
-            error = _check_rules(body, _REQUEST_RULES, "", index)
-            if error:
-                return error
     return None
 
 
 def validate_openai_request(body: Mapping, *, enabled: bool = True) -> Optional[RequestError]:
     """Check a ``/v1/completions`` or ``/v1/chat/completions`` body; None when it may proceed."""
-    if FIELD not in body:
-        return None
+    error = check_custom_params(body.get("custom_params"), "custom_params")
+    if error or FIELD not in body:
+        return error
     error = check_flag(body[FIELD])
     if error or not body[FIELD]:
         return error
@@ -166,33 +169,43 @@ def validate_openai_request(body: Mapping, *, enabled: bool = True) -> Optional[
         return RequestError(FIELD, _DISABLED)
     return (
         check_seed(body.get("seed"), "seed")
-        or _check_max_tokens(body.get("max_tokens"), "max_tokens")
-        or _check_max_tokens(body.get("max_completion_tokens"), "max_completion_tokens")
-        or _check_rules(body, _OPENAI_SAMPLING_RULES, "")
-        or _check_rules(body, _REQUEST_RULES, "")
+        or check_max_tokens(body.get("max_tokens"), "max_tokens")
+        or check_max_tokens(body.get("max_completion_tokens"), "max_completion_tokens")
+        or check_rules(body, _OPENAI_RULES)
         or _check_response_format(body.get("response_format"))
         or _check_tools(body)
+        or _check_media(body.get("messages"))
     )
 
 
 def _check_response_format(value: Any) -> Optional[RequestError]:
     kind = value.get("type") if isinstance(value, Mapping) else value
     if kind not in (None, "text"):
-        return RequestError("response_format", _GRAMMAR)
+        return RequestError("response_format", GRAMMAR)
     return None
 
 
 def _check_tools(body: Mapping) -> Optional[RequestError]:
     tools = body.get("tools") or []
     choice = body.get("tool_choice")
-    if not tools or choice == "none":
+    if not isinstance(tools, list) or not tools or choice == "none":
         return None
     if choice == "required" or isinstance(choice, Mapping):
-        return RequestError("tool_choice", _GRAMMAR)
+        return RequestError("tool_choice", GRAMMAR)
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if isinstance(function, Mapping) and function.get("strict"):
-            return RequestError(f"tools[{i}].function.strict", _GRAMMAR)
+            return RequestError(f"tools[{i}].function.strict", GRAMMAR)
+    return None
+
+
+def _check_media(messages: Any) -> Optional[RequestError]:
+    """Chat content parts that carry images, video or audio."""
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, Mapping) and part.get("type") in _MEDIA_PARTS:
+                return RequestError(f"messages[{i}].content[{j}]", f"{part['type']}: {MULTIMODAL}")
     return None
 
 

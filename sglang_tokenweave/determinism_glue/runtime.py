@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import weakref
+from http import HTTPStatus
 from typing import Optional
 
 from sglang_tokenweave.config import config_from_env
@@ -77,20 +79,35 @@ def stop_token_ids(req) -> set[int]:
 
 
 def _stop_string_hook(req):
-    """Finish on a stop string found in the committed text (SGLang's FINISH_MATCHED_STR)."""
-    stops = [s for s in (req.sampling_params.stop_strs or []) if s]
+    """Finish on a stop string or stop regex found in the committed text, as SGLang's own check
+    (``Req._check_str_based_finish``) does on every token: FINISH_MATCHED_STR,
+    FINISHED_MATCHED_REGEX."""
+    params = req.sampling_params
+    stops = [s for s in (params.stop_strs or []) if s]
+    regexes = [r for r in (params.stop_regex_strs or []) if r]
     tokenizer = req.tokenizer
-    if not stops or tokenizer is None:
+    if not (stops or regexes) or tokenizer is None:
         return None
-    from sglang.srt.managers.schedule_batch import FINISH_MATCHED_STR
+    from sglang.srt.managers.schedule_batch import FINISH_ABORT, FINISH_MATCHED_STR, FINISHED_MATCHED_REGEX
 
-    tail_tokens = req.sampling_params.stop_str_max_len + 8
+    tail_tokens = params.stop_str_max_len + 8
+    regex_tail_tokens = params.stop_regex_max_len + 1  # SGLang's window for regexes
 
     def hook(committed):
-        tail = tokenizer.decode(list(committed[-tail_tokens:]))
-        for stop in stops:
-            if stop in tail:
-                return FINISH_MATCHED_STR(matched=stop)
+        if stops:
+            tail = tokenizer.decode(list(committed[-tail_tokens:]))
+            for stop in stops:
+                if stop in tail:
+                    return FINISH_MATCHED_STR(matched=stop)
+        if regexes:
+            tail = tokenizer.decode(list(committed[-regex_tail_tokens:]))
+            for regex in regexes:
+                try:
+                    if re.search(regex, tail):
+                        return FINISHED_MATCHED_REGEX(matched=regex)
+                except (re.error, RecursionError) as error:  # as SGLang: fail the request, not the server
+                    return FINISH_ABORT(f"invalid stop_regex {regex!r}: {error}", HTTPStatus.BAD_REQUEST,
+                                        "BadRequestError")
         return None
 
     return hook
