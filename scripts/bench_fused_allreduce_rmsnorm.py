@@ -40,7 +40,7 @@ from bench_plot import pyplot  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sglang_tokenweave.comm.multicast import MULTICAST_OFF_SWITCHES as MULTICAST_OFF  # noqa: E402
-from sglang_tokenweave.tokenweave.allreduce_dispatch import (  # noqa: E402
+from sglang_tokenweave.glue.overlap.allreduce_dispatch import (  # noqa: E402
     dispatch_summary, group_setup, multicast_refusal, path_kind, record_dispatch,
 )
 

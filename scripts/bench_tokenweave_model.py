@@ -18,7 +18,7 @@ fresh process; within a run every size is measured after one warm-up round (medi
 ``--samples`` prefills). Figures are medians over the runs with their min-max; a speedup is taken
 per repeat (stock's run over the variant's run of the same repeat), median with min-max. Each
 size records the path it took in the process (``graph``: SGLang replayed a prefill CUDA graph;
-``path``: stock / fuse-only / split / sglang, see sglang_tokenweave/tokenweave/bench_paths.py),
+``path``: stock / fuse-only / split / sglang, see sglang_tokenweave/glue/overlap/bench_paths.py),
 and each side which all-reduce SGLang's TP group set up (custom all-reduce v2 or NCCL) with its
 multicast pointers, which must all be 0.
 
@@ -60,7 +60,7 @@ from bench_plot import pyplot
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sglang_tokenweave.comm.multicast import MULTICAST_OFF_SWITCHES  # noqa: E402
-from sglang_tokenweave.tokenweave.bench_paths import PATHS_ENV, read_paths  # noqa: E402
+from sglang_tokenweave.glue.overlap.bench_paths import PATHS_ENV, read_paths  # noqa: E402
 
 LLAMA3_70B_SHAPE = {
     "hidden_size": 8192, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 128,
@@ -147,7 +147,7 @@ def recorded_env(env: dict) -> dict:
 def tool_argv(model: str, result_file: str, args) -> list[str]:
     """bench_one_batch's arguments for one run: every size once per round, one warm-up round."""
     lengths = [str(t) for t in args.tokens] * (args.samples + 1)
-    return ["-m", "sglang_tokenweave.tokenweave.one_batch", "--model-path", model, "--tp", str(args.tp),
+    return ["-m", "sglang_tokenweave.glue.overlap.one_batch", "--model-path", model, "--tp", str(args.tp),
             "--batch-size", "1", "--input-len", *lengths, "--output-len", str(args.output_len),
             "--result-filename", result_file, *MODEL_ARGS, *forced_args(), *shlex.split(args.extra_sglang_args)]
 
@@ -271,7 +271,7 @@ def side_records(variants: list[str], args, runs: dict[str, list[dict]]) -> dict
 def multicast_check(sides: dict) -> dict:
     """Per side: "all 0", why SGLang's all-reduce broke the multicast-off rule, or why it could
     not be checked."""
-    from sglang_tokenweave.tokenweave.allreduce_dispatch import multicast_refusal
+    from sglang_tokenweave.glue.overlap.allreduce_dispatch import multicast_refusal
 
     out = {}
     for variant, side in sides.items():

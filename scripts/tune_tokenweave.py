@@ -2,7 +2,7 @@
 
 For each token bucket, times a stack of synthetic decoder layers with the model's per-shard
 GEMM shapes (attention stood in for by PyTorch SDPA over one request's causal prefix) on every
-rank of a TP group, running the overlay's own woven schedule (``tokenweave.weave``):
+rank of a TP group, running the overlay's own woven schedule (``overlap.weave``):
 
 - SGLang-style unfused: GEMM, NCCL all-reduce, residual add + RMSNorm;
 - the same without the all-reduces (the no-communication bound, recorded for reference);
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_command import recorded_command  # noqa: E402
 from trace_kernels import format_summary, load_kernels, summarize  # noqa: E402
 
-from sglang_tokenweave.tokenweave.synthetic import Stack, run_unfused, run_woven  # noqa: E402
+from sglang_tokenweave.overlap.synthetic import Stack, run_unfused, run_woven  # noqa: E402
 from sglang_tokenweave.overlap import (  # noqa: E402
     Bucket,
     TuningEntry,

@@ -2,7 +2,7 @@
 (TokenWeave) and, per request, deterministic (LLM-42).
 
 Importing this package has no side effects on SGLang: the overlay is applied by the plugin
-(``sglang_tokenweave.plugin``) only in processes started through our launcher or with
+(``sglang_tokenweave.glue.plugin``) only in processes started through our launcher or with
 ``SGLANG_TOKENWEAVE=1`` set.
 """
 

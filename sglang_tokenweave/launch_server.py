@@ -18,7 +18,7 @@ from typing import Sequence
 
 from sglang_tokenweave.config import OverlayConfig, add_overlay_args, config_to_env, split_overlay_argv
 from sglang_tokenweave.determinism.config import sampling_kernel_error
-from sglang_tokenweave.report import RUN_DIR_ENV
+from sglang_tokenweave.glue.report import RUN_DIR_ENV
 
 logger = logging.getLogger("sglang_tokenweave")
 PROG = "python -m sglang_tokenweave.launch_server"
@@ -47,7 +47,7 @@ def _names_a_model(argv: Sequence[str]) -> bool:
 
 def sglang_argv_with_defaults(sglang_argv: Sequence[str]) -> tuple[list[str], bool]:
     """SGLang's own flags plus what this machine needs: the tiny model, CPU settings."""
-    from sglang_tokenweave.cpu_support import cpu_default_args
+    from sglang_tokenweave.glue.cpu_support import cpu_default_args
 
     argv = list(sglang_argv)
     used_tiny_model = not _names_a_model(argv)

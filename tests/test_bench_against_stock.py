@@ -20,8 +20,8 @@ import bench_fused_allreduce_rmsnorm as kernel_bench  # noqa: E402
 import bench_tokenweave_model as model_bench  # noqa: E402
 
 from sglang_tokenweave.comm.multicast import MULTICAST_OFF_SWITCHES  # noqa: E402
-from sglang_tokenweave.tokenweave import allreduce_dispatch as dispatch  # noqa: E402
-from sglang_tokenweave.tokenweave.bench_paths import PATHS_ENV  # noqa: E402
+from sglang_tokenweave.glue.overlap import allreduce_dispatch as dispatch  # noqa: E402
+from sglang_tokenweave.glue.overlap.bench_paths import PATHS_ENV  # noqa: E402
 
 # SGLang switches that make "stock" something other than SGLang's defaults.
 OVERRIDES = ("SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2", "--enforce-disable-flashinfer-allreduce-fusion",
@@ -72,7 +72,7 @@ def test_stock_runs_sglang_defaults_with_multicast_off_and_ours_adds_only_its_fl
 def test_both_sides_run_the_same_sglang_command_at_its_defaults():
     args = model_bench.parse_args(["--tp", "2", "--tokens", "1024,2048", "--samples", "2"])
     argv = model_bench.tool_argv("MODEL", "RESULT", args)
-    assert argv[:2] == ["-m", "sglang_tokenweave.tokenweave.one_batch"]
+    assert argv[:2] == ["-m", "sglang_tokenweave.glue.overlap.one_batch"]
     assert argv[argv.index("--input-len") + 1:argv.index("--output-len")] == ["1024", "2048"] * 3
     assert " ".join(model_bench.forced_args()) in " ".join(argv)
     assert not any(flag in " ".join(argv) for flag in OVERRIDES)
@@ -177,7 +177,7 @@ def test_kernel_speedups_are_against_the_stock_default():
 
 
 def test_kernel_bench_sets_up_sglang_from_its_own_defaults():
-    from sglang_tokenweave.patching import resolve
+    from sglang_tokenweave.glue.patching import resolve
 
     for name in kernel_bench.CALLED_INTERNALS + dispatch.CALLED_INTERNALS:
         assert resolve(name) is not None, name
@@ -305,7 +305,7 @@ def test_gpu_servers_get_only_the_multicast_switches():
 
 PROBE = """
 from sglang.srt.plugins.hook_registry import HookRegistry
-import sglang_tokenweave.tokenweave.one_batch
+import sglang_tokenweave.glue.overlap.one_batch
 ours = sorted(t for t, hooks in HookRegistry._hooks.items()
               if any(getattr(h, "__module__", "").startswith("sglang_tokenweave") for _, h, _ in hooks))
 print("HOOKS", *ours)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sglang_tokenweave import child_exits
+from sglang_tokenweave.glue import child_exits
 
 
 @pytest.mark.parametrize(

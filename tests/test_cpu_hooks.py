@@ -4,7 +4,7 @@ import psutil
 import pytest
 import torch
 
-from sglang_tokenweave import cpu_grammar, cpu_support
+from sglang_tokenweave.glue import cpu_grammar, cpu_support
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import copy
 import dataclasses
 
 from sglang_tokenweave.determinism.seeds import choice_seed
-from sglang_tokenweave.determinism_glue.markers import DETERMINISTIC_KEY, SEED_KEY, is_marked
-from sglang_tokenweave.determinism_glue.tokenizer_side import assign_choice_seed
+from sglang_tokenweave.glue.determinism.markers import DETERMINISTIC_KEY, SEED_KEY, is_marked
+from sglang_tokenweave.glue.determinism.tokenizer_side import assign_choice_seed
 
 
 @dataclasses.dataclass

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sglang_tokenweave.determinism_glue.http_api import DeterministicFieldMiddleware, rewrite_body, translate
-from sglang_tokenweave.determinism_glue.markers import (
+from sglang_tokenweave.glue.determinism.http_api import DeterministicFieldMiddleware, rewrite_body, translate
+from sglang_tokenweave.glue.determinism.markers import (
     DETERMINISTIC_KEY, OUR_KEYS, RESERVED_PREFIX, VALIDATED_KEY, is_marked,
 )
 

@@ -9,9 +9,9 @@ import pytest
 
 from sglang_tokenweave.determinism.config import DeterminismConfig
 from sglang_tokenweave.determinism.state import DeterministicRequest
-from sglang_tokenweave.determinism_glue import runtime as runtime_module
-from sglang_tokenweave.determinism_glue import scheduling
-from sglang_tokenweave.determinism_glue.markers import DETERMINISTIC_KEY
+from sglang_tokenweave.glue.determinism import runtime as runtime_module
+from sglang_tokenweave.glue.determinism import scheduling
+from sglang_tokenweave.glue.determinism.markers import DETERMINISTIC_KEY
 
 WINDOW = 3
 

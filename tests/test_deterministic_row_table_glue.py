@@ -11,10 +11,10 @@ import torch
 from sglang_tokenweave.determinism.config import DeterminismConfig
 from sglang_tokenweave.determinism.groups import VerifyPass, VerifyRow
 from sglang_tokenweave.determinism.sampling import RowParams
-from sglang_tokenweave.determinism_glue import runtime as runtime_module
-from sglang_tokenweave.determinism_glue import sampling_hooks, verifier
-from sglang_tokenweave.determinism_glue.markers import DETERMINISTIC_KEY
-from sglang_tokenweave.determinism_glue.scheduling import track_deterministic_req
+from sglang_tokenweave.glue.determinism import runtime as runtime_module
+from sglang_tokenweave.glue.determinism import sampling_hooks, verifier
+from sglang_tokenweave.glue.determinism.markers import DETERMINISTIC_KEY
+from sglang_tokenweave.glue.determinism.scheduling import track_deterministic_req
 
 VOCAB = 64
 POISON = -7

@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 
 from sglang_tokenweave.determinism.replay_rules import REQUEST_RULES, SAMPLING_RULES
-from sglang_tokenweave.determinism_glue import scheduler_guard
-from sglang_tokenweave.determinism_glue.markers import DETERMINISTIC_KEY, VALIDATED_KEY, mark
-from sglang_tokenweave.determinism_glue.scheduler_guard import refusal, refuse_unreplayable
+from sglang_tokenweave.glue.determinism import scheduler_guard
+from sglang_tokenweave.glue.determinism.markers import DETERMINISTIC_KEY, VALIDATED_KEY, mark
+from sglang_tokenweave.glue.determinism.scheduler_guard import refusal, refuse_unreplayable
 
 
 @dataclasses.dataclass

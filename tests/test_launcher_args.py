@@ -14,7 +14,7 @@ from sglang_tokenweave.config import (
     overlay_switched_on,
     split_overlay_argv,
 )
-from sglang_tokenweave.cpu_support import cuda_available
+from sglang_tokenweave.glue.cpu_support import cuda_available
 from sglang_tokenweave.launch_server import parse_launch_args
 
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from sglang_tokenweave import versions
-from sglang_tokenweave.patch_table import PATCH_TABLE, PatchTarget
-from sglang_tokenweave.patching import PatchTargetMissing, check_targets, resolve, resolve_hook
+from sglang_tokenweave.glue.patch_table import PATCH_TABLE, PatchTarget
+from sglang_tokenweave.glue.patching import PatchTargetMissing, check_targets, resolve, resolve_hook
 
 HOOK_KINDS = {"before", "after", "around", "replace"}
 
@@ -44,7 +44,7 @@ def test_targets_are_declared_once():
 
 def test_a_missing_target_is_named():
     missing = PatchTarget("sglang.srt.managers.scheduler.Scheduler.no_such_method",
-                          "sglang_tokenweave.report:record_scheduler_process", "after", "core", "test")
+                          "sglang_tokenweave.glue.report:record_scheduler_process", "after", "core", "test")
     with pytest.raises(PatchTargetMissing, match="Scheduler.no_such_method"):
         check_targets([missing])
     with pytest.raises(PatchTargetMissing, match="sglang.srt.no_such_module"):
@@ -53,7 +53,7 @@ def test_a_missing_target_is_named():
 
 def test_a_missing_hook_is_named():
     broken = PatchTarget("sglang.srt.managers.scheduler.Scheduler.__init__",
-                         "sglang_tokenweave.report:no_such_hook", "after", "core", "test")
+                         "sglang_tokenweave.glue.report:no_such_hook", "after", "core", "test")
     with pytest.raises(PatchTargetMissing, match="no_such_hook"):
         check_targets([broken])
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from sglang_tokenweave import prompt_guard
-from sglang_tokenweave.prompt_guard import prompt_error, refuse_invalid_prompt
+from sglang_tokenweave.glue import prompt_guard
+from sglang_tokenweave.glue.prompt_guard import prompt_error, refuse_invalid_prompt
 
 
 @pytest.mark.parametrize("ids, words", [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sglang_tokenweave.request_errors import as_bad_request
+from sglang_tokenweave.glue.request_errors import as_bad_request
 
 
 class Obj:

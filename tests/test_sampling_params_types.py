@@ -3,7 +3,7 @@ answer with a 500, or let reach (and end) the scheduler, gets HTTP 400 naming th
 
 import pytest
 
-from sglang_tokenweave.sampling_params_types import INTERNAL, check_sampling_params, sglang_field_types
+from sglang_tokenweave.glue.sampling_params_types import INTERNAL, check_sampling_params, sglang_field_types
 
 
 @pytest.mark.parametrize("params, field, words", [

@@ -7,8 +7,8 @@ import pytest
 
 from sglang_tokenweave.config import OverlayConfig
 from sglang_tokenweave.overlap import TuningKey, TuningTable
-from sglang_tokenweave.patch_table import PATCH_TABLE
-from sglang_tokenweave.patching import resolve
+from sglang_tokenweave.glue.patch_table import PATCH_TABLE
+from sglang_tokenweave.glue.patching import resolve
 
 
 def test_tokenweave_hooks_cover_llama_qwen2_and_qwen3():
@@ -22,14 +22,14 @@ def test_tokenweave_hooks_cover_llama_qwen2_and_qwen3():
 
 
 def test_internals_called_by_the_splits_resolve():
-    from sglang_tokenweave.tokenweave.runner_setup import CALLED_INTERNALS
+    from sglang_tokenweave.glue.overlap.runner_setup import CALLED_INTERNALS
 
     for name in CALLED_INTERNALS:
         assert callable(resolve(name)), name
 
 
 def _state(threshold=None, world_size=2):
-    from sglang_tokenweave.tokenweave.runner_setup import WeaveState
+    from sglang_tokenweave.glue.overlap.runner_setup import WeaveState
 
     return WeaveState(config=OverlayConfig(enable_tokenweave=True, tokenweave_split_threshold=threshold),
                       table=TuningTable(), key=TuningKey.make("cpu", 128, world_size, {}), group=None,
@@ -39,7 +39,7 @@ def _state(threshold=None, world_size=2):
 
 def test_defaults_keep_sglang_all_reduce_for_small_batches():
     from sglang_tokenweave.overlap import DEFAULT_FUSED_THRESHOLD
-    from sglang_tokenweave.tokenweave.hooks import _setting
+    from sglang_tokenweave.glue.overlap.hooks import _setting
 
     for world_size in (2, 4):
         assert not _setting(_state(world_size=world_size), DEFAULT_FUSED_THRESHOLD - 1).use_fused
@@ -65,7 +65,7 @@ def _batch(mode, extend, prefix):
 def test_plan_splits_only_eligible_extend_batches(mode, extend, prefix, tokens, capturing, cut):
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
-    from sglang_tokenweave.tokenweave.hooks import _plan, _setting
+    from sglang_tokenweave.glue.overlap.hooks import _plan, _setting
 
     state = _state(threshold=200)
     plan = _plan(state, _batch(ForwardMode[mode], extend, prefix), tokens, _setting(state, tokens), capturing)
@@ -78,7 +78,7 @@ def test_defaults_split_from_the_default_threshold():
 
     from sglang_tokenweave.overlap import DEFAULT_ALIGN
     from sglang_tokenweave.overlap import DEFAULT_SPLIT_THRESHOLD as T
-    from sglang_tokenweave.tokenweave.hooks import _plan, _setting
+    from sglang_tokenweave.glue.overlap.hooks import _plan, _setting
 
     state = _state(threshold=None)
     small, large = [T - 8], [T - 2000, 3000]
@@ -94,7 +94,7 @@ def test_defaults_split_from_the_default_threshold():
 def _admission(monkeypatch, state, mode, extend, prefix, tokens):
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
-    from sglang_tokenweave.tokenweave import hooks
+    from sglang_tokenweave.glue.overlap import hooks
 
     monkeypatch.setattr(hooks, "decoder_stack", lambda runner: SimpleNamespace(_tokenweave_state=state))
     batch = SimpleNamespace(input_ids=[0] * tokens, forward_mode=ForwardMode[mode], extend_seq_lens_cpu=extend,
@@ -104,7 +104,7 @@ def _admission(monkeypatch, state, mode, extend, prefix, tokens):
 
 
 def _fused_state(threshold):
-    from sglang_tokenweave.tokenweave.runner_setup import WeaveState
+    from sglang_tokenweave.glue.overlap.runner_setup import WeaveState
 
     config = OverlayConfig(enable_tokenweave=True, tokenweave_split_threshold=threshold, tokenweave_fused_threshold=1)
     return WeaveState(config=config, table=TuningTable(), key=TuningKey.make("cpu", 128, 2, {}), group=None,
@@ -125,7 +125,7 @@ def test_prefill_graphs_keep_fuse_only_batches_and_send_split_batches_eager(monk
 
 
 def test_forwards_note_their_path_and_captured_graphs_keep_theirs():
-    from sglang_tokenweave.tokenweave.bench_paths import captured_path, forward_path
+    from sglang_tokenweave.glue.overlap.bench_paths import captured_path, forward_path
 
     state = _fused_state(None)
     assert forward_path(None, 512, graph=True) == "stock"
@@ -145,8 +145,8 @@ def test_forwards_note_their_path_and_captured_graphs_keep_theirs():
 def test_an_unfused_size_notes_sglangs_path():
     import torch
 
-    from sglang_tokenweave.tokenweave.hooks import _woven_forward
-    from sglang_tokenweave.tokenweave.runner_setup import WeaveState
+    from sglang_tokenweave.glue.overlap.hooks import _woven_forward
+    from sglang_tokenweave.glue.overlap.runner_setup import WeaveState
 
     state = WeaveState(config=OverlayConfig(enable_tokenweave=True), table=TuningTable(),
                        key=TuningKey.make("cpu", 128, 2, {}), group=None, world_size=2, hidden=128, dtype=None,
@@ -157,7 +157,7 @@ def test_an_unfused_size_notes_sglangs_path():
 
 
 def test_ops_a_captured_graph_used_stay_alive_when_the_ops_grow(monkeypatch):
-    from sglang_tokenweave.tokenweave import runner_setup
+    from sglang_tokenweave.glue.overlap import runner_setup
 
     monkeypatch.setattr(runner_setup, "FusedARNorm", lambda group, max_tokens, *a, **k: SimpleNamespace(max_tokens=max_tokens))
     state = _fused_state(None)
@@ -172,7 +172,7 @@ def test_ops_a_captured_graph_used_stay_alive_when_the_ops_grow(monkeypatch):
 
 
 def test_the_path_recorder_writes_the_setup_then_one_line_per_prefill(monkeypatch, tmp_path):
-    from sglang_tokenweave.tokenweave import bench_paths, runner_setup
+    from sglang_tokenweave.glue.overlap import bench_paths, runner_setup
 
     path_file = tmp_path / "paths.jsonl"
     monkeypatch.setenv(bench_paths.PATHS_ENV, str(path_file))

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from sglang_tokenweave.comm import FusedARNorm
 from sglang_tokenweave.overlap import layer_shapes_for, plan_forward
-from sglang_tokenweave.tokenweave.synthetic import Stack, run_unfused, run_woven
+from sglang_tokenweave.overlap.synthetic import Stack, run_unfused, run_woven
 
 WORLD = 2
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTER = 64, 8, 4, 8, 96

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import trace_kernels  # noqa: E402
 import tune_tokenweave  # noqa: E402
 
-from sglang_tokenweave.tokenweave import gemm_carveout as carveout_module  # noqa: E402
+from sglang_tokenweave.overlap import gemm_carveout as carveout_module  # noqa: E402
 
 
 def _row(unfused, fused, split):

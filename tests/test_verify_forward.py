@@ -6,8 +6,8 @@ import types
 import pytest
 
 from sglang_tokenweave.determinism.config import DeterminismConfig
-from sglang_tokenweave.determinism_glue import runtime as runtime_module
-from sglang_tokenweave.determinism_glue import verify_forward
+from sglang_tokenweave.glue.determinism import runtime as runtime_module
+from sglang_tokenweave.glue.determinism import verify_forward
 
 
 class GraphRunner:

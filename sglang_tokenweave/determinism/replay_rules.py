@@ -1,7 +1,7 @@
 """What the verifier of deterministic requests can replay: one set of rules for both layers.
 
 The HTTP layer holds a request's JSON body to these rules (``request_validation``) and the
-scheduler holds every request it receives to them again (``determinism_glue.scheduler_guard``),
+scheduler holds every request it receives to them again (``glue.determinism.scheduler_guard``),
 so a request that reaches the scheduler by a path the HTTP layer does not see meets the same
 rules. Names are SGLang's: sampling fields as in ``SamplingParams`` (the keys of
 ``/generate``'s ``sampling_params``), request fields as in ``GenerateReqInput`` and

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from sglang_tokenweave import report
+from sglang_tokenweave.glue import report
 from sglang_tokenweave.determinism.metrics import MISMATCH_OFFSET_BUCKETS, DeterminismMetrics
 
 PREFIX = "sglang_tokenweave:deterministic_"

@@ -26,7 +26,7 @@ import logging
 from array import array
 from collections import Counter
 
-from sglang_tokenweave import report
+from sglang_tokenweave.glue import report
 from sglang_tokenweave.determinism.state import Phase
 
 from . import metrics_export

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 
-from sglang_tokenweave import report
+from sglang_tokenweave.glue import report
 
 from .runtime import runtime
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 
 from sglang_tokenweave.config import config_from_env
+from sglang_tokenweave.glue.overlap.runner_setup import STATE_ATTR, WeaveState, decoder_stack, setup_runner
+from sglang_tokenweave.glue.overlap.split_batch import split_attention_scope
 from sglang_tokenweave.overlap import SplitPlan, plan_forward
-from sglang_tokenweave.tokenweave.runner_setup import STATE_ATTR, WeaveState, decoder_stack, setup_runner
-from sglang_tokenweave.tokenweave.weave import SplitState, run_decoder
+from sglang_tokenweave.overlap.weave import SplitState, run_decoder
 
 
 def after_attention_backends(result, model_runner, *args, **kwargs):
@@ -128,7 +129,8 @@ def _woven_forward(model, state: WeaveState, input_ids, positions, forward_batch
                             positions, residual, hidden)]
     num_blocks = None if setting.source == "defaults" else setting.sm_budget
     carveout = setting.sm_budget if setting.gemm_carveout else 0
-    run_decoder(model, parts, _comm_stream(state) if len(parts) > 1 else None, num_blocks, carveout=carveout)
+    run_decoder(model, parts, _comm_stream(state) if len(parts) > 1 else None, num_blocks, carveout=carveout,
+                attention_scope=split_attention_scope)
     state.note_path(num_tokens, "split" if len(parts) > 1 else "fuse-only", capturing)
 
     if len(parts) > 1:
@@ -140,7 +142,7 @@ def _woven_forward(model, state: WeaveState, input_ids, positions, forward_batch
 
 
 def _split_parts(state: WeaveState, plan: SplitPlan, forward_batch, positions, residual, hidden):
-    from sglang_tokenweave.tokenweave.split_batch import child_batch, new_attention_backend
+    from sglang_tokenweave.glue.overlap.split_batch import child_batch, new_attention_backend
 
     try:
         batches = [child_batch(forward_batch, split) for split in plan.splits]

@@ -1,7 +1,7 @@
 """Benchmarks only: which path each prefill took, in the process that ran it.
 
 ``scripts/bench_tokenweave_model.py`` runs SGLang's ``bench_one_batch`` through
-``tokenweave/one_batch.py`` with ``SGLANG_TOKENWEAVE_BENCH_PATHS`` naming a file; TP rank 0 then
+``glue/overlap/one_batch.py`` with ``SGLANG_TOKENWEAVE_BENCH_PATHS`` naming a file; TP rank 0 then
 appends one JSON line per prefill forward: its token count, whether SGLang replayed a prefill
 CUDA graph (its own verdict, ``ModelRunnerOutput.can_run_graph``), and the path:
 
@@ -47,7 +47,7 @@ def record_forward(result, model_runner, forward_batch, *args, **kwargs):
     path_file = os.environ.get(PATHS_ENV)
     if not path_file or model_runner.ps.tp_rank != 0 or not forward_batch.forward_mode.is_extend():
         return None
-    from sglang_tokenweave.tokenweave.runner_setup import STATE_ATTR, decoder_stack
+    from sglang_tokenweave.glue.overlap.runner_setup import STATE_ATTR, decoder_stack
 
     model = decoder_stack(model_runner)
     state = getattr(model, STATE_ATTR, None) if model is not None else None
@@ -63,7 +63,7 @@ def record_forward(result, model_runner, forward_batch, *args, **kwargs):
 def _tp_setup() -> Optional[dict]:
     from sglang.srt.distributed.parallel_state import get_tp_group
 
-    from sglang_tokenweave.tokenweave.allreduce_dispatch import group_setup
+    from sglang_tokenweave.glue.overlap.allreduce_dispatch import group_setup
 
     return group_setup(get_tp_group())
 

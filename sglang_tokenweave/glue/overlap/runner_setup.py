@@ -15,12 +15,12 @@ from typing import Optional
 
 import torch
 
-from sglang_tokenweave import report
+from sglang_tokenweave.glue import report
 from sglang_tokenweave.comm import FusedARNorm
 from sglang_tokenweave.config import OverlayConfig
 from sglang_tokenweave.overlap import TuningKey, TuningTable, load_tuning
 from sglang_tokenweave.overlap.fallbacks import ProcessFacts, fallback_reason
-from sglang_tokenweave.tokenweave.layer_parts import layer_shapes, writes_into_buffer
+from sglang_tokenweave.overlap.layer_parts import layer_shapes, writes_into_buffer
 
 logger = logging.getLogger("sglang_tokenweave")
 
@@ -60,7 +60,7 @@ class WeaveState:
     noted: set = field(default_factory=set)  # messages already logged
     # The path of the latest forward the hook ran ("split", "fuse-only", "sglang"), and of each
     # captured CUDA graph by its token count (decode and prefill sizes share keys: a size takes
-    # the same path in both): what benchmarks report (tokenweave/bench_paths.py).
+    # the same path in both): what benchmarks report (glue/overlap/bench_paths.py).
     last_path: str = ""
     captured_paths: dict = field(default_factory=dict)
 
@@ -106,7 +106,7 @@ def setup_runner(model_runner, config: OverlayConfig) -> Optional[WeaveState]:
     """Decide for this runner's model; attach the state to it when TokenWeave runs."""
     from sglang.srt.distributed.parallel_state import get_tp_group
 
-    from sglang_tokenweave.patching import resolve
+    from sglang_tokenweave.glue.patching import resolve
 
     for name in CALLED_INTERNALS:
         resolve(name)  # raises PatchTargetMissing naming it

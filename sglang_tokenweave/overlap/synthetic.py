@@ -12,8 +12,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
-from sglang_tokenweave.tokenweave.layer_parts import attention_into, mlp_into
-from sglang_tokenweave.tokenweave.weave import SplitState, run_decoder
+from sglang_tokenweave.overlap.layer_parts import attention_into, mlp_into
+from sglang_tokenweave.overlap.weave import SplitState, run_decoder
 
 
 class Linear:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Optional
 
 from sglang_tokenweave.determinism.replay_rules import REQUEST_RULES, SAMPLING_RULES, check_replayable
-from sglang_tokenweave.scheduler_abort import abort_request
+from sglang_tokenweave.glue.scheduler_abort import abort_request
 
 from .markers import VALIDATED_KEY, is_marked
 

@@ -10,7 +10,7 @@ import importlib
 import logging
 from typing import Iterable
 
-from sglang_tokenweave.patch_table import PATCH_TABLE, PatchTarget
+from sglang_tokenweave.glue.patch_table import PATCH_TABLE, PatchTarget
 
 logger = logging.getLogger("sglang_tokenweave")
 

@@ -9,6 +9,9 @@ plan: the straddling request's piece in split B sees its piece in split A as cac
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import torch
 
 from sglang_tokenweave.overlap import Split
@@ -53,3 +56,12 @@ def new_attention_backend(model_runner):
 
     backend_name = model_runner.prefill_attention_backend_str
     return _build_backend_from_str(model_runner=model_runner, backend_str=backend_name, init_new_workspace=False)
+
+
+def split_attention_scope(part):
+    """The forward context with ``part``'s own attention backend (the runner's when it has none)."""
+    if part.backend is None:
+        return contextlib.nullcontext()
+    from sglang.srt.model_executor.forward_context import forward_context, get_forward_context
+
+    return forward_context(dataclasses.replace(get_forward_context(), attn_backend=part.backend))

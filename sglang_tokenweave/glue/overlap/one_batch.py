@@ -1,6 +1,6 @@
 """SGLang's ``bench_one_batch`` with the plugins loaded in every process it starts.
 
-``python -m sglang_tokenweave.tokenweave.one_batch <sglang.bench_one_batch flags>``, with
+``python -m sglang_tokenweave.glue.overlap.one_batch <sglang.bench_one_batch flags>``, with
 ``SGLANG_TOKENWEAVE=1`` and ``SGLANG_TOKENWEAVE_ARGS`` set for the overlay (unset: stock SGLang,
 the plugin a no-op). With ``SGLANG_TOKENWEAVE_BENCH_PATHS`` set, the path of every prefill is
 recorded there (``bench_paths.py``), with or without the overlay.
@@ -13,10 +13,10 @@ import os
 
 from sglang.srt.plugins import load_plugins
 
-from sglang_tokenweave.tokenweave.bench_paths import FEATURE, PATHS_ENV
+from sglang_tokenweave.glue.overlap.bench_paths import FEATURE, PATHS_ENV
 
 if os.environ.get(PATHS_ENV):
-    from sglang_tokenweave.patching import register_hooks
+    from sglang_tokenweave.glue.patching import register_hooks
 
     register_hooks({FEATURE})  # applied by load_plugins below, next to the plugin's hooks
 load_plugins()

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Optional
+from typing import Callable, ContextManager, Optional
 
 import torch
 
-from sglang_tokenweave.tokenweave.gemm_carveout import gemm_carveout
-from sglang_tokenweave.tokenweave.layer_parts import attention_into, mlp_into
+from sglang_tokenweave.overlap.gemm_carveout import gemm_carveout
+from sglang_tokenweave.overlap.layer_parts import attention_into, mlp_into
 
 
 @dataclasses.dataclass
@@ -38,12 +38,9 @@ class SplitState:
     hidden: torch.Tensor  # normed input of the next GEMM
     ready: Optional[torch.cuda.Event] = None  # hidden is written (comm stream)
 
-    def attention_context(self):
-        if self.backend is None:
-            return contextlib.nullcontext()
-        from sglang.srt.model_executor.forward_context import forward_context, get_forward_context
 
-        return forward_context(dataclasses.replace(get_forward_context(), attn_backend=self.backend))
+def _no_scope(part: SplitState):
+    return contextlib.nullcontext()
 
 
 class _Lanes:
@@ -72,19 +69,23 @@ class _Lanes:
 
 
 def run_decoder(model, parts: list[SplitState], comm_stream, num_blocks: Optional[int],
-                mode: Optional[str] = None, carveout: int = 0) -> None:
+                mode: Optional[str] = None, carveout: int = 0,
+                attention_scope: Callable[[SplitState], ContextManager] = _no_scope) -> None:
     """All decoder layers of ``model`` on ``parts`` (one split, or A and B in this order).
 
     Afterwards each part's ``hidden`` holds its rows of the final norm's output. ``mode``
     forces the fused op's variant (default: the op's own choice by size). ``carveout``: SMs
-    the GEMMs leave to the communication kernel while two splits overlap.
+    the GEMMs leave to the communication kernel while two splits overlap. ``attention_scope(part)``:
+    the context each part's attention runs in (the glue selects the split's attention backend).
     """
     overlapped = len(parts) > 1 and comm_stream is not None
     with gemm_carveout(carveout if overlapped else 0):
-        _run_layers(model, parts, _Lanes(comm_stream if len(parts) > 1 else None), num_blocks, mode)
+        _run_layers(model, parts, _Lanes(comm_stream if len(parts) > 1 else None), num_blocks, mode,
+                    attention_scope)
 
 
-def _run_layers(model, parts: list[SplitState], lanes: "_Lanes", num_blocks: Optional[int], mode: Optional[str]):
+def _run_layers(model, parts: list[SplitState], lanes: "_Lanes", num_blocks: Optional[int], mode: Optional[str],
+                attention_scope):
     last = model.end_layer - 1
     for i in range(model.start_layer, model.end_layer):
         layer = model.layers[i]
@@ -92,7 +93,7 @@ def _run_layers(model, parts: list[SplitState], lanes: "_Lanes", num_blocks: Opt
         after_mlp = model.norm if i == last else model.layers[i + 1].input_layernorm
         for part in parts:
             lanes.wait(part)
-            with part.attention_context():
+            with attention_scope(part):
                 attention_into(layer, part.positions, part.hidden, part.batch, part.op.buffer(part.num_tokens))
             lanes.communicate(part, _fused(part, after_attention, num_blocks, mode, final=False))
         for part in parts:

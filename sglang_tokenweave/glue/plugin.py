@@ -25,9 +25,9 @@ def activate() -> None:
 
 
 def _activate() -> None:
-    from sglang_tokenweave import report
-    from sglang_tokenweave.cpu_support import cuda_available
-    from sglang_tokenweave.patching import register_hooks
+    from sglang_tokenweave.glue import report
+    from sglang_tokenweave.glue.cpu_support import cuda_available
+    from sglang_tokenweave.glue.patching import register_hooks
     from sglang_tokenweave.versions import check_sglang_version
 
     check_sglang_version()
