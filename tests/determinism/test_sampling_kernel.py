@@ -1,7 +1,7 @@
 """The Triton sampling kernel against the PyTorch path, on CPU through Triton's interpreter.
 
 Triton reads TRITON_INTERPRET when a kernel is defined, so the checks run in a child process
-with it set (this file, run as a script). On GPUs: tests/test_determinism_sampling_gpu.py.
+with it set (this file, run as a script). On GPUs: tests/gpu/test_sampler_gpu.py.
 """
 
 import dataclasses
@@ -190,4 +190,5 @@ def test_unknown_kernel_is_refused():
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: row_table_cases
     print(json.dumps(checks()))

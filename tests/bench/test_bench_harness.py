@@ -25,7 +25,7 @@ from sglang_tokenweave.bench.sides import (
 )
 from sglang_tokenweave.bench.stats import fmt, percentile, ratio_spread, spread
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INHERITED = {"PATH": "/usr/bin", "NCCL_DEBUG": "INFO", "CUDA_VISIBLE_DEVICES": "0,1",
              "SGLANG_TOKENWEAVE": "1", "SGLANG_TOKENWEAVE_ARGS": "--enable-tokenweave",
              "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2": "0", "SGLANG_CUSTOM_ALL_REDUCE_V2_MAX_SIZE_KB": "1",

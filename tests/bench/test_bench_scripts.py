@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import bench_determinism  # noqa: E402
 import bench_seeded_sampler  # noqa: E402
 import sampler_flip_rates  # noqa: E402
@@ -21,7 +21,7 @@ from sglang_tokenweave.tiny_model import tiny_model_path  # noqa: E402
 
 
 def test_recorded_command_keeps_the_run_and_drops_the_machine():
-    script = str(Path(__file__).resolve().parent.parent / "scripts" / "bench_x.py")
+    script = str(Path(__file__).resolve().parents[2] / "scripts" / "bench_x.py")
     argv = ["--tp", "4", "--out-dir", "/somewhere/out", "--model-path", "/cache/models/tiny",
             "--tokenweave-config=/data/tuning/h100.json", "--extra-args", "--dtype bfloat16"]
     assert recorded_command(script, argv) == (

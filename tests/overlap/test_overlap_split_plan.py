@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sglang_tokenweave.overlap.split_plan import DEFAULT_ALIGN, plan_forward, split_align
 
 WORLD_SIZES = (1, 2, 3, 4, 5, 6, 7, 8)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @st.composite

@@ -1,5 +1,5 @@
 """The row table's decode-step and verification-pass plans against host plans of the same rows (PyTorch path, CPU).
-The Triton path: tests/test_determinism_sampling_kernel.py (interpreter) and the GPU tests."""
+The Triton path: tests/determinism/test_sampling_kernel.py (interpreter) and the GPU tests."""
 
 import dataclasses
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_fused_allreduce_rmsnorm as kernel_bench  # noqa: E402
 import bench_tokenweave_model as model_bench  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import prompt_set  # noqa: E402
 from prompt_set import (  # noqa: E402
     CATEGORIES, DEFAULT_PATH, LONG_WORDS, Prompt, load_prompts, prompt_ids, prompt_text, sample_prompts,
