@@ -1,5 +1,5 @@
 """Every module that imports, hooks or calls SGLang; the packages beside ``glue`` import nothing
-from SGLang (``tests/glue/test_layering.py`` checks it).
+from SGLang (``tests/test_layering.py`` checks it).
 
 - ``plugin``: the entry point SGLang's ``load_plugins()`` calls in every process.
 - ``patch_table``: every SGLang internal we hook or call, declared once; ``patching`` resolves
