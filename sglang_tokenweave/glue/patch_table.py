@@ -4,6 +4,8 @@ Each entry names the SGLang attribute (resolved against the installed, pinned SG
 a missing one aborts with its name), our hook (``module:function``), the kind of hook (SGLang's
 ``HookType``: before, after, around, replace), the feature that needs it, and why. A hook is
 registered only when its feature is active in the process, so an inactive feature costs nothing.
+Kind ``called``: an SGLang internal our glue calls directly (``hook`` names our caller); it is
+resolved at start-up like the hooks, so a rename fails there, and never registered.
 
 Features: ``core`` (always, when the overlay is switched on), ``cpu`` (only where no CUDA device
 exists: makes SGLang serve on CPU for tests), ``http`` (the process that starts SGLang's HTTP
@@ -13,6 +15,10 @@ server), ``bench_paths`` (benchmarks only), and one per user-facing feature.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The SGLang version every entry was checked against (equal to the pin in pins.txt: tested).
+CHECKED_AGAINST = "0.5.17"
+CALLED = "called"
 
 
 @dataclass(frozen=True)
@@ -293,5 +299,67 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
         kind="around",
         feature="deterministic_requests",
         why="only committed tokens of a deterministic request are ever streamed",
+    ),
+
+    # --- internals the glue calls directly (kind "called": resolved at start-up, never registered) ---
+    *(
+        PatchTarget(target=target, hook=caller, kind=CALLED, feature=feature, why=why)
+        for target, caller, feature, why in (
+            ("sglang.srt.managers.schedule_batch.Req", "sglang_tokenweave.glue.scheduler_abort:abort_request",
+             "core", "a refused request is a Req finished with a bad-request abort, as SGLang refuses one"),
+            ("sglang.srt.model_executor.model_runner_components.attention_backend_setup._build_backend_from_str",
+             "sglang_tokenweave.glue.overlap.split_batch:new_attention_backend", "tokenweave",
+             "each token split has its own attention backend (its own forward metadata)"),
+            ("sglang.srt.batch_overlap.two_batch_overlap.TboForwardBatchPreparer.filter_batch",
+             "sglang_tokenweave.glue.overlap.split_batch:child_batch", "tokenweave",
+             "a split's ForwardBatch, cut as two-batch overlap cuts one"),
+            ("sglang.srt.model_executor.forward_context.forward_context",
+             "sglang_tokenweave.glue.overlap.split_batch:split_attention_scope", "tokenweave",
+             "a split's attention runs with its own backend in the forward context"),
+            ("sglang.srt.model_executor.forward_context.get_forward_context",
+             "sglang_tokenweave.glue.overlap.split_batch:split_attention_scope", "tokenweave",
+             "the forward context a split's context is copied from"),
+            ("sglang.srt.model_executor.runner_utils.capture_mode.get_is_capture_mode",
+             "sglang_tokenweave.glue.overlap.hooks:_capturing", "tokenweave",
+             "no rendezvous (growing the fused ops) inside a CUDA graph capture"),
+            ("sglang.srt.runtime_context.get_forward", "sglang_tokenweave.glue.overlap.hooks:_without_allreduce",
+             "tokenweave", "SGLang's own path without the MLP's all-reduce, when the fused op does it"),
+            ("sglang.srt.distributed.parallel_state.get_tp_group",
+             "sglang_tokenweave.glue.overlap.runner_setup:setup_runner", "tokenweave",
+             "the TP group the fused ops are built on and the decision is agreed in"),
+            ("sglang.srt.distributed.parallel_state.in_the_same_node_as",
+             "sglang_tokenweave.glue.overlap.runner_setup:_facts", "tokenweave",
+             "the fused op needs every rank on one node"),
+            ("sglang.srt.distributed.parallel_state.get_tp_group",
+             "sglang_tokenweave.glue.overlap.bench_paths:_tp_setup", "bench_paths",
+             "benchmarks report which custom all-reduce the TP group built"),
+            *(
+                (f"sglang.srt.distributed.{name}", "sglang_tokenweave.glue.overlap.allreduce_dispatch:record_dispatch",
+                 "bench_paths", "benchmarks record which all-reduce path each call took")
+                for name in (
+                    "parallel_state.GroupCoordinator.all_reduce",
+                    "device_communicators.custom_all_reduce_v2.CustomAllReduceV2.custom_all_reduce",
+                    "device_communicators.custom_all_reduce.CustomAllreduce.custom_all_reduce",
+                    "device_communicators.pynccl.PyNcclCommunicator.all_reduce",
+                    "device_communicators.pynccl.PyNcclCommunicator.outplace_all_reduce",
+                    "device_communicators.torch_symm_mem.TorchSymmMemCommunicator.all_reduce",
+                    "device_communicators.pymscclpp.PyMscclppCommunicator.all_reduce",
+                )
+            ),
+            ("sglang.srt.managers.schedule_batch.ScheduleBatch.init_new",
+             "sglang_tokenweave.glue.determinism.verifier:_run_pass", "deterministic_requests",
+             "the verification pass is a ScheduleBatch of its own"),
+            ("sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new",
+             "sglang_tokenweave.glue.determinism.verifier:_run_pass", "deterministic_requests",
+             "the verification pass's ForwardBatch"),
+            ("sglang.srt.mem_cache.common.release_kv_cache", "sglang_tokenweave.glue.determinism.verifier:_apply",
+             "deterministic_requests", "a request finished by the verifier frees its KV cache as SGLang does"),
+            ("sglang.srt.layers.logits_processor.should_apply_lm_head_quant_method",
+             "sglang_tokenweave.glue.determinism.lm_head:_plain_weight", "deterministic_requests",
+             "float32 logits only for a plain (unquantized) LM head"),
+            ("sglang.srt.mem_cache.base_prefix_cache.zero_match_result",
+             "sglang_tokenweave.glue.determinism.scheduling:_NoMatch", "deterministic_requests",
+             "a deterministic request's prefix lookup matches nothing"),
+        )
     ),
 )

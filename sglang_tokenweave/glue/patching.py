@@ -10,7 +10,7 @@ import importlib
 import logging
 from typing import Iterable
 
-from sglang_tokenweave.glue.patch_table import PATCH_TABLE, PatchTarget
+from sglang_tokenweave.glue.patch_table import CALLED, PATCH_TABLE, PatchTarget
 
 logger = logging.getLogger("sglang_tokenweave")
 
@@ -60,15 +60,18 @@ def check_targets(targets: Iterable[PatchTarget] = PATCH_TABLE) -> None:
 
 
 def register_hooks(features: set[str], targets: Iterable[PatchTarget] = PATCH_TABLE) -> list[PatchTarget]:
-    """Register the hooks of the active features with SGLang's HookRegistry.
+    """Register the hooks of the active features with SGLang's HookRegistry (their called
+    internals are resolved, not registered); returns the hooks registered.
 
     SGLang's ``load_plugins`` applies them right after the plugin returns.
     """
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     chosen = [t for t in targets if t.feature in features]
-    check_targets(chosen)
+    check_targets(chosen)  # the called internals too: a rename fails here, not at first use
     for t in chosen:
+        if t.kind == CALLED:
+            continue
         HookRegistry.register(t.target, resolve_hook(t.hook), HookType[t.kind.upper()])
         logger.debug("sglang-tokenweave: %s hook on %s (%s)", t.kind, t.target, t.why)
-    return chosen
+    return [t for t in chosen if t.kind != CALLED]

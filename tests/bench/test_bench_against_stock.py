@@ -179,7 +179,11 @@ def test_kernel_speedups_are_against_the_stock_default():
 def test_kernel_bench_sets_up_sglang_from_its_own_defaults():
     from sglang_tokenweave.glue.patching import resolve
 
-    for name in kernel_bench.CALLED_INTERNALS + dispatch.CALLED_INTERNALS:
+    from sglang_tokenweave.glue.patch_table import CALLED, PATCH_TABLE
+
+    dispatch_calls = tuple(t.target for t in PATCH_TABLE if t.kind == CALLED and "allreduce_dispatch" in t.hook)
+    assert len(dispatch_calls) == 7
+    for name in kernel_bench.CALLED_INTERNALS + dispatch_calls:
         assert resolve(name) is not None, name
     # SGLang 0.5.17's defaults: custom all-reduce on, no mscclpp / symm-mem all-reduce, no P2P check
     assert kernel_bench.sglang_comm_defaults() == {

@@ -6,10 +6,10 @@ import sys
 import pytest
 
 from sglang_tokenweave import versions
-from sglang_tokenweave.glue.patch_table import PATCH_TABLE, PatchTarget
-from sglang_tokenweave.glue.patching import PatchTargetMissing, check_targets, resolve, resolve_hook
+from sglang_tokenweave.glue.patch_table import CALLED, CHECKED_AGAINST, PATCH_TABLE, PatchTarget
+from sglang_tokenweave.glue.patching import PatchTargetMissing, check_targets, register_hooks, resolve, resolve_hook
 
-HOOK_KINDS = {"before", "after", "around", "replace"}
+HOOK_KINDS = {"before", "after", "around", "replace", "called"}
 
 
 def test_installed_sglang_is_the_pinned_one():
@@ -35,6 +35,36 @@ def test_every_target_resolves_on_the_pinned_sglang(entry):
     target = resolve(entry.target)
     assert callable(target)
     assert callable(resolve_hook(entry.hook))
+
+
+def test_table_was_checked_against_the_pinned_sglang():
+    assert CHECKED_AGAINST == versions.pinned_versions()["sglang"]
+
+
+def test_called_internals_are_resolved_never_registered(monkeypatch):
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    registered = []
+    monkeypatch.setattr(HookRegistry, "register", lambda target, hook, kind: registered.append(target))
+    called = PatchTarget("sglang.srt.mem_cache.common.release_kv_cache",
+                         "sglang_tokenweave.glue.determinism.verifier:_apply", CALLED, "f", "test")
+    hook = PatchTarget("sglang.srt.managers.scheduler.Scheduler.__init__",
+                       "sglang_tokenweave.glue.report:record_scheduler_process", "after", "f", "test")
+    assert register_hooks({"f"}, [called, hook]) == [hook]
+    assert registered == [hook.target]
+    missing = PatchTarget("sglang.srt.mem_cache.common.no_such_function", called.hook, CALLED, "f", "test")
+    with pytest.raises(PatchTargetMissing, match="no_such_function"):
+        register_hooks({"f"}, [missing, hook])
+    assert registered == [hook.target]  # nothing registered when a called internal is missing
+
+
+def test_the_glue_calls_are_declared():
+    called = {t.target for t in PATCH_TABLE if t.kind == CALLED}
+    for name in ("sglang.srt.managers.schedule_batch.ScheduleBatch.init_new",
+                 "sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new",
+                 "sglang.srt.mem_cache.common.release_kv_cache",
+                 "sglang.srt.layers.logits_processor.should_apply_lm_head_quant_method"):
+        assert name in called
 
 
 def test_targets_are_declared_once():

@@ -32,16 +32,6 @@ CUSTOM_AR_LABELS = {"CustomAllReduceV2": "custom_ar_v2", "CustomAllreduce": "cus
 KINDS = {"custom_ar_v2": "v2", "custom_ar_v1": "v1", "pynccl": "NCCL", "torch_distributed": "NCCL",
          "torch_symm_mem": "symm-mem", "mscclpp": "mscclpp", "quick_ar": "quick-AR"}
 MULTICAST_ATTRS = ("mc_base_ptr", "pull_sem_mc_ptr")  # CustomAllReduceV2's multicast addresses
-# The SGLang internals this module reads or wraps (checked against the pinned SGLang in tests).
-CALLED_INTERNALS = (
-    "sglang.srt.distributed.parallel_state.GroupCoordinator.all_reduce",
-    "sglang.srt.distributed.device_communicators.custom_all_reduce_v2.CustomAllReduceV2.custom_all_reduce",
-    "sglang.srt.distributed.device_communicators.custom_all_reduce.CustomAllreduce.custom_all_reduce",
-    "sglang.srt.distributed.device_communicators.pynccl.PyNcclCommunicator.all_reduce",
-    "sglang.srt.distributed.device_communicators.pynccl.PyNcclCommunicator.outplace_all_reduce",
-    "sglang.srt.distributed.device_communicators.torch_symm_mem.TorchSymmMemCommunicator.all_reduce",
-    "sglang.srt.distributed.device_communicators.pymscclpp.PyMscclppCommunicator.all_reduce",
-)
 
 
 def custom_ar_label(communicator) -> str:

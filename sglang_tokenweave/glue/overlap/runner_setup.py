@@ -26,14 +26,6 @@ logger = logging.getLogger("sglang_tokenweave")
 
 FEATURE = "tokenweave"
 STATE_ATTR = "_tokenweave_state"  # set on the decoder stack (LlamaModel / Qwen2Model)
-# SGLang internals the token splits call directly (not hooked): checked at start-up, so a
-# rename in another SGLang version fails loudly there instead of at the first split.
-CALLED_INTERNALS = (
-    "sglang.srt.model_executor.model_runner_components.attention_backend_setup._build_backend_from_str",
-    "sglang.srt.batch_overlap.two_batch_overlap.TboForwardBatchPreparer.filter_batch",
-    "sglang.srt.model_executor.forward_context.forward_context",
-    "sglang.srt.model_executor.runner_utils.capture_mode.get_is_capture_mode",
-)
 MIN_CAPACITY = 256
 MAX_INITIAL_CAPACITY = 32768  # rows; bigger batches (bench_one_batch) grow the ops on demand
 
@@ -106,10 +98,6 @@ def setup_runner(model_runner, config: OverlayConfig) -> Optional[WeaveState]:
     """Decide for this runner's model; attach the state to it when TokenWeave runs."""
     from sglang.srt.distributed.parallel_state import get_tp_group
 
-    from sglang_tokenweave.glue.patching import resolve
-
-    for name in CALLED_INTERNALS:
-        resolve(name)  # raises PatchTargetMissing naming it
     tp = get_tp_group()
     model = decoder_stack(model_runner)
     reason = _local_reason(model_runner, model, tp)
