@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 
-from sglang_tokenweave.config import config_from_env, overlay_switched_on
+from sglang_tokenweave.config import overlay_switched_on
 
 logger = logging.getLogger("sglang_tokenweave")
 
@@ -25,13 +25,13 @@ def activate() -> None:
 
 
 def _activate() -> None:
-    from sglang_tokenweave.glue import report
+    from sglang_tokenweave.glue import process_state, report
     from sglang_tokenweave.glue.cpu_support import cuda_available
     from sglang_tokenweave.glue.patching import register_hooks
     from sglang_tokenweave.versions import check_sglang_version
 
     check_sglang_version()
-    config = config_from_env()
+    config = process_state.overlay_config()
     features = {"core", *config.active_features()}
     if not cuda_available():
         features.add("cpu")

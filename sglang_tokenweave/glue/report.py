@@ -80,13 +80,13 @@ def add_status_route(*args, **kwargs):
     """Before-hook on SGLang's HTTP ``launch_server``: serve the reports next to SGLang's routes."""
     from sglang.srt.entrypoints.http_server import app
 
-    from sglang_tokenweave.config import config_from_env
+    from sglang_tokenweave.glue.process_state import overlay_config
 
     if any(getattr(r, "path", None) == STATUS_ROUTE for r in app.routes):
         return None
 
     async def tokenweave_status():
-        config = config_from_env()
+        config = overlay_config()
         return {"overlay": {"features": config.active_features(), "flags": config.to_argv()},
                 "processes": read_all()}
 

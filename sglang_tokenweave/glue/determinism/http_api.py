@@ -177,10 +177,10 @@ def install_middleware(*args, **kwargs):
     """
     from sglang.srt.entrypoints.http_server import app
 
-    from sglang_tokenweave.config import config_from_env
+    from sglang_tokenweave.glue.process_state import overlay_config
     from sglang_tokenweave.glue.sampling_params_types import check_sampling_params
 
     if not any(getattr(m, "cls", None) is DeterministicFieldMiddleware for m in app.user_middleware):
-        app.add_middleware(DeterministicFieldMiddleware, enabled=config_from_env().enable_deterministic_requests,
+        app.add_middleware(DeterministicFieldMiddleware, enabled=overlay_config().enable_deterministic_requests,
                            check_params=check_sampling_params)
     return None

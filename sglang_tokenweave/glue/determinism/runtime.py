@@ -9,7 +9,7 @@ import weakref
 from http import HTTPStatus
 from typing import Optional
 
-from sglang_tokenweave.config import config_from_env
+from sglang_tokenweave.glue.process_state import overlay_config
 from sglang_tokenweave.determinism.config import DeterminismConfig
 from sglang_tokenweave.determinism.metrics import DeterminismMetrics
 from sglang_tokenweave.determinism.row_table import RowTable
@@ -50,7 +50,7 @@ _runtime: Optional[Runtime] = None
 def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
-        _runtime = Runtime(DeterminismConfig.from_flags(config_from_env()))
+        _runtime = Runtime(DeterminismConfig.from_flags(overlay_config()))
     return _runtime
 
 

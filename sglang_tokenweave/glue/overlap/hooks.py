@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from sglang_tokenweave.config import config_from_env
+from sglang_tokenweave.glue import process_state
 from sglang_tokenweave.glue.overlap.runner_setup import STATE_ATTR, WeaveState, decoder_stack, setup_runner
 from sglang_tokenweave.glue.overlap.split_batch import split_attention_scope
 from sglang_tokenweave.overlap import SplitPlan, plan_forward
@@ -19,7 +19,7 @@ from sglang_tokenweave.overlap.weave import SplitState, run_decoder
 
 
 def after_attention_backends(result, model_runner, *args, **kwargs):
-    setup_runner(model_runner, config_from_env())
+    setup_runner(model_runner, process_state.overlay_config())
     return None
 
 
