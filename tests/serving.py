@@ -40,6 +40,8 @@ class PortTaken(RuntimeError):
 class Server:
     def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
         self.log_path = log_path
+        if not any(a.split("=", 1)[0] in ("--model-path", "--model") for a in args):
+            args = ["--model-path", "tiny", *args]  # the tests' model unless one is named
         for attempt in range(START_ATTEMPTS):
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
