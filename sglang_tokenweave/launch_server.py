@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from sglang_tokenweave.config import OverlayConfig, add_overlay_args, config_to_env, split_overlay_argv
@@ -66,11 +67,29 @@ def sglang_argv_with_model(sglang_argv: Sequence[str]) -> tuple[list[str], bool]
         return resolved.path, resolved.name
 
     try:
-        return with_model_resolved(argv, resolve), used_default_model
+        argv = with_model_resolved(argv, resolve)
     except ModelError as e:
         sys.exit(f"sglang-tokenweave: {e}")
     except KeyboardInterrupt:
         sys.exit("sglang-tokenweave: interrupted while preparing the model")
+    return [*argv, *_converted_model_dtype_on_cpu(argv)], used_default_model
+
+
+def _converted_model_dtype_on_cpu(argv: list[str]) -> list[str]:
+    """``--dtype float32`` for a checkpoint we converted (bf16) on a machine without CUDA, unless
+    a dtype is given: CPUs without native bf16 (AVX2 machines) run bf16 matmuls several times
+    slower than fp32, and a 135M model's fp32 weights are small."""
+    from sglang_tokenweave.cpu_support import cuda_available
+    from sglang_tokenweave.models.argv import model_arg
+    from sglang_tokenweave.models.cache import is_complete
+
+    model = model_arg(argv)
+    if any(a.split("=", 1)[0] == "--dtype" for a in argv) or model is None or not is_complete(Path(model)):
+        return []
+    if cuda_available():
+        return []
+    logger.warning("No CUDA device found: serving the converted checkpoint in float32 (--dtype float32)")
+    return ["--dtype", "float32"]
 
 
 def sglang_argv_with_defaults(sglang_argv: Sequence[str]) -> tuple[list[str], bool]:

