@@ -14,12 +14,13 @@ def smollm2_path():
 
 @pytest.fixture(scope="module")
 def start_server(tmp_path_factory):
-    """Factory: ``start_server(args, env=None)`` -> Server, killed (whole tree) at module end."""
+    """Factory: ``start_server(args, env=None, launcher=...)`` -> Server, killed (whole tree) at
+    module end (or earlier by the test: ``kill`` is idempotent)."""
     servers = []
 
-    def start(args, env=None):
+    def start(args, env=None, launcher="sglang_tokenweave.launch_server"):
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = Server(list(args), log, env)
+        server = Server(list(args), log, env, launcher)
         servers.append(server)
         return server
 

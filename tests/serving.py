@@ -38,14 +38,15 @@ class PortTaken(RuntimeError):
 
 
 class Server:
-    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
+    def __init__(self, args: list[str], log_path: Path, env: dict | None = None,
+                 launcher: str = "sglang_tokenweave.launch_server"):
         self.log_path = log_path
         if not any(a.split("=", 1)[0] in ("--model-path", "--model") for a in args):
             args = ["--model-path", "tiny", *args]  # the tests' model unless one is named
         for attempt in range(START_ATTEMPTS):
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
-            cmd = [sys.executable, "-m", "sglang_tokenweave.launch_server", "--host", "127.0.0.1",
+            cmd = [sys.executable, "-m", launcher, "--host", "127.0.0.1",
                    "--port", str(self.port), *CPU_SERVER_ARGS, *args]
             self._log = open(log_path, "w")
             # A session of its own, so teardown can kill the whole tree (SGLang spawns children).
