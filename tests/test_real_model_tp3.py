@@ -18,8 +18,8 @@ pytestmark = pytest.mark.e2e
 
 TP = ["--tp", "3"]
 MAX_NEW_TOKENS = 12
-# Largest |logprob difference| allowed (natural log, fp32). Measured: see the module's print.
-TOLERANCE = 2e-3
+# Largest |logprob difference| allowed (natural log, fp32): 20x the 2.6e-5 measured on a 2-core x86 CPU.
+TOLERANCE = 5e-4
 LOGPROBS = {"return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 2}
 WOVEN = ["--enable-tokenweave", "--tokenweave-fused-threshold", "1", "--tokenweave-split-threshold", "256"]
 
