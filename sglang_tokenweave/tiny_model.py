@@ -1,7 +1,7 @@
 """A built-in tiny Llama checkpoint: config, random weights (safetensors) and a tokenizer trained
 locally with the ``tokenizers`` library. No network, no model hub.
 
-It lets the server start on any machine (the launcher's default model) and gives the tests a
+It lets the server start on any machine in seconds (``--model-path tiny``) and gives the tests a
 real text-in, text-out model. Outputs are meaningless; they are deterministic for a given seed.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,8 +81,9 @@ def spec_digest(config: dict = TINY_LLAMA) -> str:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("SGLANG_TOKENWEAVE_CACHE")
-    return Path(base) if base else Path.home() / ".cache" / "sglang_tokenweave"
+    from sglang_tokenweave.models.cache import cache_root as models_cache_root
+
+    return models_cache_root()
 
 
 def tiny_model_path(config: dict = TINY_LLAMA) -> Path:

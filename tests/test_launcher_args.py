@@ -1,5 +1,6 @@
 """The launcher's command line: SGLang's flags pass through, ours are validated, errors are clear."""
 
+import os
 import subprocess
 import sys
 
@@ -18,9 +19,9 @@ from sglang_tokenweave.glue.cpu_support import cuda_available
 from sglang_tokenweave.launch_server import parse_launch_args
 
 
-def run_launcher(*args, timeout=300):
+def run_launcher(*args, timeout=300, env=None):
     return subprocess.run([sys.executable, "-m", "sglang_tokenweave.launch_server", *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_sglang_flags_pass_through_and_ours_are_taken_out():
@@ -30,15 +31,36 @@ def test_sglang_flags_pass_through_and_ours_are_taken_out():
     assert args.server_args.tp_size == 2
     assert args.server_args.max_total_tokens == 1024
     assert args.server_args.model_path == "dummy"
-    assert not args.used_tiny_model
+    assert not args.used_default_model
     assert args.overlay == OverlayConfig(enable_tokenweave=True, tokenweave_sm_budget=12,
                                          enable_deterministic_requests=True, deterministic_window=16)
 
 
-def test_tiny_model_is_the_default():
+def test_smollm2_is_the_default(smollm2_path):
     args = parse_launch_args(["--tp", "1"])
-    assert args.used_tiny_model
+    assert args.used_default_model
+    assert args.server_args.model_path == smollm2_path
+    assert args.server_args.served_model_name == "smollm2"
+    if not cuda_available():  # a bf16 checkpoint runs in fp32 on CPUs (see launch_server)
+        assert args.server_args.dtype == "float32"
+    assert parse_launch_args(["--dtype", "bfloat16"]).server_args.dtype == "bfloat16"
+
+
+def test_tiny_model_by_name():
+    args = parse_launch_args(["--model-path", "tiny", "--tp", "1"])
+    assert not args.used_default_model
     assert "tiny-llama" in args.server_args.model_path
+    assert args.server_args.served_model_name == "tiny"
+    assert args.server_args.dtype == "auto"
+
+
+def test_a_model_that_cannot_be_made_ready_exits_with_one_message(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + bytes(64))
+    result = run_launcher("--model-path", str(bad), env={"SGLANG_TOKENWEAVE_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"sglang-tokenweave: cannot read {bad} as a GGUF model" in result.stderr
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -111,7 +133,8 @@ def test_triton_sampling_kernel_needs_cuda():
     config, _ = split_overlay_argv(["--deterministic-sampling-kernel", "triton"])
     assert config.deterministic_sampling_kernel == "triton"
     # This machine has no GPU: SGLang's --device is cpu, and the launcher says so before starting.
-    result = run_launcher("--enable-deterministic-requests", "--deterministic-sampling-kernel", "triton")
+    result = run_launcher("--model-path", "tiny", "--enable-deterministic-requests",
+                          "--deterministic-sampling-kernel", "triton")
     assert result.returncode == 1
     assert "--deterministic-sampling-kernel triton needs CUDA GPUs (--device cpu)" in result.stderr
 
