@@ -10,6 +10,7 @@ here is the GGUF's own (the config's ``eos_token_id``), in the tokenizer and the
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def end_token_fixes(eos_token_id: int, tokenizer_eos_id: int | None, vocab: list
 
 def convert_gguf(gguf: Path, out: Path, show_progress: bool) -> None:
     """Write the checkpoint of ``gguf`` into the directory ``out``."""
+    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
+    if missing:  # transformers' GGUF loader needs both (the package's pins bring them)
+        raise ModelError(f"converting {gguf.name} needs the {' and '.join(missing)} package(s): "
+                         f"pip install {' '.join(missing)}")
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,19 +45,19 @@ def convert_gguf(gguf: Path, out: Path, show_progress: bool) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
-    except ImportError as e:  # e.g. accelerate or gguf missing from a hand-made environment
-        raise ModelError(f"cannot convert {gguf}: {e}") from None
     except Exception as e:  # noqa: BLE001 - the loader raises many kinds on a bad file
         if _is_disk_full(e):
             raise OSError(errno.ENOSPC, "No space left on device") from None
         raise ModelError(f"cannot read {gguf} as a GGUF model ({type(e).__name__}: {e})") from None
     eos = model.config.eos_token_id
-    fixes = end_token_fixes(eos, tokenizer.eos_token_id, tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
-    for attribute, value in fixes.items():
-        setattr(tokenizer, attribute, value)
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    if isinstance(eos, int):  # a GGUF without an end token keeps what transformers made
+        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        for attribute, value in end_token_fixes(eos, tokenizer.eos_token_id, vocab).items():
+            setattr(tokenizer, attribute, value)
+        model.generation_config.eos_token_id = eos
+        model.generation_config.pad_token_id = eos
     tokenizer.model_max_length = model.config.max_position_embeddings
-    model.generation_config.eos_token_id = eos
-    model.generation_config.pad_token_id = eos
     try:
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
