@@ -101,7 +101,7 @@ class FakeLoad:
             self.events.append("solo")
             self.solo.append(bench_determinism.request_key(work[0]))
         else:
-            self.events.append("warm" if work[0]["sampling_params"]["max_new_tokens"] == 4 else "run")
+            self.events.append("run")
         outputs = []
         for w in work:
             key = bench_determinism.request_key(w)
@@ -144,10 +144,12 @@ def test_every_distinct_deterministic_request_is_run_alone_once_by_default(monke
     [ours] = sides
     bench.measure(0, ours, type("S", (), {"url": "http://x"})())
     run = ["counters", "flush", "run", "counters"]
-    assert load.events == ["warm", *run * 3] and not load.solo  # solo runs after the side's last repeat only
+    # first a whole unmeasured run (no counters around it), then the measured ones; solo runs
+    # after the side's last repeat only
+    assert load.events == ["run", *run * 3] and not load.solo
     load.events.clear()
     bench.measure(1, ours, type("S", (), {"url": "http://x"})())
-    assert load.events == ["warm", *run * 3, *["solo"] * 8]
+    assert load.events == ["run", *run * 3, *["solo"] * 8]
     assert sorted(load.solo) == sorted(bench.distinct_keys("ours")) and len(set(load.solo)) == 8
     result = json.loads((tmp_path / "r.json").read_text())
     check = result["solo_check"]
@@ -225,7 +227,7 @@ def test_the_profiled_run_comes_after_the_counted_runs_and_before_the_solo_runs(
                                          "--repeats", "1", "--profile-scheduler"])
     server = type("S", (), {"url": "http://x", "proc": type("P", (), {"pid": 42})()})()
     bench.measure(0, sides[0], server)
-    assert load.events == ["warm", "counters", "flush", "run", "counters", "flush",
+    assert load.events == ["run", "counters", "flush", "run", "counters", "flush",
                            ("profile", 42, "r_profile_ours_0.5.txt", "profile_ours_0.5.raw.txt"), "start", "run",
                            "stop", "solo", "solo"]
 
