@@ -51,6 +51,8 @@ def test_runs_too_few_or_without_stock_are_refused(argv, message, capsys):
 
 
 def test_stock_runs_sglang_defaults_with_multicast_off_and_ours_adds_only_its_flag():
+    # A caller's environment with overrides (multicast on, custom all-reduce v2 off): a plain dict
+    # handed to the function under test, never a process environment; every one must be dropped.
     inherited = {"PATH": "/bin", "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2": "0", "SGLANG_TOKENWEAVE": "1",
                  "SGLANG_TOKENWEAVE_ARGS": "--enable-tokenweave", "NCCL_NVLS_ENABLE": "1", "NCCL_ALGO": "Tree",
                  "SGLANG_ENABLE_DETERMINISTIC_INFERENCE": "1", "SGLANG_CUSTOM_ALL_REDUCE_V2_MAX_SIZE_KB": "64",

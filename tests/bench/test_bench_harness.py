@@ -26,6 +26,8 @@ from sglang_tokenweave.bench.sides import (
 from sglang_tokenweave.bench.stats import fmt, percentile, ratio_spread, spread
 
 ROOT = Path(__file__).resolve().parents[2]
+# A caller's environment with overrides (multicast on, custom all-reduce v2 off): a plain dict the
+# harness is handed, never a process environment; it must drop every override.
 INHERITED = {"PATH": "/usr/bin", "NCCL_DEBUG": "INFO", "CUDA_VISIBLE_DEVICES": "0,1",
              "SGLANG_TOKENWEAVE": "1", "SGLANG_TOKENWEAVE_ARGS": "--enable-tokenweave",
              "SGLANG_OPT_USE_CUSTOM_ALL_REDUCE_V2": "0", "SGLANG_CUSTOM_ALL_REDUCE_V2_MAX_SIZE_KB": "1",
