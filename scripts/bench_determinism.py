@@ -208,9 +208,12 @@ def counters(url: str) -> dict[str, float]:
     return out
 
 
-def run_sample(latencies: list[float], outputs: list[list[int]], wall: float, delta: dict[str, float]) -> dict:
-    """One loaded run's figures; ``delta``: ours' counters' increase over the run."""
+def run_sample(latencies: list[float], outputs: list[list[int]], wall: float, delta: dict[str, float],
+               deterministic: list[bool] | None = None) -> dict:
+    """One loaded run's figures; ``delta``: ours' counters' increase over the run;
+    ``deterministic``: which requests were (their neighbours' latency is a figure of its own)."""
     verified = delta.get("tokens_verified", 0.0)
+    nondet = [lat for lat, det in zip(latencies, deterministic or [False] * len(latencies)) if not det]
 
     def share(name):  # of the run's wall time
         return delta[name] / wall if name in delta else None
@@ -219,6 +222,8 @@ def run_sample(latencies: list[float], outputs: list[list[int]], wall: float, de
         "throughput_tok_s": sum(len(ids) for ids in outputs) / wall,
         "latency_p50_us": percentile(latencies, 50) * 1e6,
         "latency_p99_us": percentile(latencies, 99) * 1e6,
+        # What deterministic traffic does to everyone else's tail.
+        "latency_p99_nondet_us": percentile(nondet, 99) * 1e6 if nondet else None,
         "rollback_rate": delta.get("tokens_rolled_back", 0.0) / verified if verified else None,
         "verification_passes": delta.get("verification_passes"),
         # The whole batch waits during a verification pass.
@@ -232,8 +237,8 @@ def run_sample(latencies: list[float], outputs: list[list[int]], wall: float, de
     }
 
 
-FIGURES = ("throughput_tok_s", "latency_p50_us", "latency_p99_us", "rollback_rate", "verification_passes",
-           "verify_time_share", "isolated_prefills", "fast_path_steps", "sampler_time_share")
+FIGURES = ("throughput_tok_s", "latency_p50_us", "latency_p99_us", "latency_p99_nondet_us", "rollback_rate",
+           "verification_passes", "verify_time_share", "isolated_prefills", "fast_path_steps", "sampler_time_share")
 
 
 @dataclass
@@ -285,7 +290,8 @@ class Bench:
             latencies, outputs, wall = run_load(server.url, work, args.concurrency)
             after = counters(server.url)
             delta = {k: after[k] - before.get(k, 0.0) for k in after}
-            runs.samples[(fraction, repeat)] = run_sample(latencies, outputs, wall, delta)
+            det = [bool(w["sampling_params"].get("deterministic")) for w in work]
+            runs.samples[(fraction, repeat)] = run_sample(latencies, outputs, wall, delta, det)
             runs.outputs[(fraction, repeat)] = {request_key(w): ids for w, ids in zip(work, outputs)
                                                 if w["sampling_params"].get("deterministic")}
         if repeat == args.repeats - 1:

@@ -207,6 +207,15 @@ def test_a_runs_counters_become_rates_of_that_run():
     assert s["isolated_prefills"] == 3.0 and s["fast_path_steps"] is None and s["sampler_time_share"] == 0.05
     plain = bench_determinism.run_sample([1.0], [[1]], 1.0, {})
     assert plain["rollback_rate"] is None and plain["verify_time_share"] is None
+    assert plain["latency_p99_nondet_us"] == 1.0e6
+
+
+def test_the_tail_latency_of_non_deterministic_requests_leaves_the_deterministic_ones_out():
+    s = bench_determinism.run_sample([1.0, 9.0, 2.0, 8.0], [[1], [2], [3], [4]], 1.0, {},
+                                     [False, True, False, True])
+    assert s["latency_p99_us"] == 9.0e6 and s["latency_p99_nondet_us"] == 2.0e6
+    only_det = bench_determinism.run_sample([1.0], [[1]], 1.0, {}, [True])
+    assert only_det["latency_p99_nondet_us"] is None
 
 
 def test_the_profiled_run_comes_after_the_counted_runs_and_before_the_solo_runs(monkeypatch, tmp_path):
