@@ -17,9 +17,9 @@ backends on GPUs), plus ``--enable-metrics`` (this benchmark reads ours' counter
 stock pays for metrics as well); the result records each side's exact command and environment,
 and which all-reduce path SGLang took.
 
-Every loaded run starts from an empty prefix cache. Every distinct deterministic request is then
-run alone once per ours side (after its last loaded run) and compared with every loaded run it
-was in, across fractions and repeats (``identical``); ``--solo-check N`` checks only the first N
+Every loaded run starts from an empty prefix cache. Every distinct deterministic request is
+run alone once per ours side (after that side's first repeat) and compared with every loaded run
+it was in, across fractions and repeats (``identical``); ``--solo-check N`` checks only the first N
 (the JSON names the sample). Ratios are per repeat: against stock and SGLang's deterministic
 mode of the same repeat, and against the same process's 0% run. Each row also has ours'
 /metrics counters per run: rollback rate (tokens rolled back / verified), verification passes,
@@ -279,10 +279,12 @@ class Bench:
 
     def measure(self, repeat: int, side: Side, server) -> None:
         args, runs = self.args, self.configs[side.name]
-        # One whole unmeasured run first: a fresh process still compiles kernels for the batch
-        # sizes it meets (Triton's on-disk cache is per machine, so without this the first side
-        # to run on a new machine would pay for everyone; seen: 1.6x between identical servers).
-        run_load(server.url, self.workloads[runs.fractions[0]], args.concurrency)
+        # One whole unmeasured run first, of the side's largest fraction so that it meets every
+        # path (verification passes, seeded sampling): a fresh process still compiles kernels for
+        # the batch sizes it meets (Triton's on-disk cache is per machine, so without this the
+        # first side to run on a new machine would pay for everyone; seen: 1.6x between identical
+        # servers, and a 2% run at 0.4 of its repeat when the warm-up had no deterministic row).
+        run_load(server.url, self.workloads[max(runs.fractions)], args.concurrency)
         for fraction in alternate(runs.fractions, repeat):
             work = self.workloads[fraction]
             before = counters(server.url)
@@ -294,11 +296,14 @@ class Bench:
             runs.samples[(fraction, repeat)] = run_sample(latencies, outputs, wall, delta, det)
             runs.outputs[(fraction, repeat)] = {request_key(w): ids for w, ids in zip(work, outputs)
                                                 if w["sampling_params"].get("deterministic")}
-        if repeat == args.repeats - 1:
-            if args.profile_scheduler:
-                self.profile(side.name, server)
+        if repeat == 0:
+            # Each distinct deterministic request alone, once, right after the side's first
+            # loaded runs (a benchmark cut short still has them); compared with every loaded run
+            # it was in, later ones too, whenever the result is written.
             for key in self.checked_keys(side.name):
                 runs.solo[key] = run_load(server.url, [json.loads(key)], 1)[1][0]
+        if repeat == args.repeats - 1 and args.profile_scheduler:
+            self.profile(side.name, server)
         self.write(complete=False)
 
     def profile(self, name: str, server) -> None:

@@ -32,7 +32,9 @@ benchmarks/results/bench_serving/bench_serving_<card>_tp<N>[_<tag>].json and .pn
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import random
 import shutil
 import string
@@ -75,6 +77,29 @@ SHAPES = {
 FIGURES = {"request_throughput": True, "input_throughput": True, "output_throughput": True,
            "total_throughput": True, "median_ttft_ms": False, "p99_ttft_ms": False, "median_itl_ms": False,
            "p99_itl_ms": False, "median_e2e_latency_ms": False, "p99_e2e_latency_ms": False}
+
+
+# SGLang's load generator imports every dataset module at start; the MMMU one imports Hugging
+# Face ``datasets`` (a download library that serving images need not have) for a function the
+# random dataset never calls.
+STAND_IN_DATASETS = '''"""Stands in for Hugging Face datasets in the load generator (the random dataset never calls it)."""
+
+
+def load_dataset(*args, **kwargs):
+    raise RuntimeError("the Hugging Face datasets package is not installed here")
+'''
+
+
+def load_generator_env(base_env: dict, work: Path) -> tuple[dict, list[str]]:
+    """The load generator's environment, and the stand-ins on its path: where ``datasets`` is
+    not installed, a package whose ``load_dataset`` refuses (the same for both sides)."""
+    if importlib.util.find_spec("datasets") is not None:
+        return dict(base_env), []
+    package = work / "stand_ins" / "datasets"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(STAND_IN_DATASETS)
+    path = os.pathsep.join(filter(None, [str(package.parent), base_env.get("PYTHONPATH")]))
+    return {**base_env, "PYTHONPATH": path}, ["datasets: not installed; a stand-in whose load_dataset refuses"]
 
 
 def parse_workloads(text: str) -> list[dict]:
@@ -245,8 +270,10 @@ def main(argv=None) -> None:
         launch = Launch(["--model-path", str(model), "--tp", str(args.tp), *model_flags, *args.extra_args.split()],
                         forced)
         runner = Runner(launch, sides, args.tp, device, out.parent / "logs" / out.stem)
+        load_env, stand_ins = load_generator_env(launch.base_env, work)
         result_header = {**header(BENCHMARK, __file__, sys.argv[1:] if argv is None else argv, device, args.tp),
                          "model": model_how, "repeats": args.repeats, "load_generator": f"python -m {LOAD_GENERATOR}",
+                         "load_generator_stand_ins": stand_ins,
                          "workloads": workloads, "request_rates": [r if r != float("inf") else "inf" for r in rates],
                          "num_prompts": args.num_prompts,
                          "dataset": "SGLang's random dataset over a synthetic ShareGPT-format file of random words"}
@@ -263,7 +290,7 @@ def main(argv=None) -> None:
         def measure(repeat: int, side: Side, server) -> None:
             for w, rate in alternate(runs, repeat):
                 samples[(side.name, w["name"], rate, repeat)] = run_load(server, w, rate, args, dataset, work,
-                                                                         launch.base_env)
+                                                                         load_env)
                 print(json.dumps({"side": side.name, "repeat": repeat, "workload": w["name"], "rate": rate,
                                   **samples[(side.name, w["name"], rate, repeat)]}), flush=True)
             write(complete=False)

@@ -1,16 +1,20 @@
-"""A benchmark's runs, in the plan's order: per (repeat, side) a fresh server process, measured
-by the benchmark's callback and killed; each side's all-reduce path read from its log (NVLink
-multicast refused), and at TP > 1 on GPUs the multicast pointer probed with the servers'
-environment before the first server starts."""
+"""A benchmark's runs, in the plan's order: per (repeat, side) a fresh server process on idle
+GPUs, measured by the benchmark's callback and killed; each side's all-reduce path read from its
+log (NVLink multicast refused), and at TP > 1 on GPUs the multicast pointer probed with the
+servers' environment before the first server starts."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import gpu_memory
 from .allreduce_log import allreduce_path, check_multicast_off
 from .plan import interleaved
-from .server import ServerProcess
+from .server import ServerProcess, kill_all
 from .sides import MULTICAST_OFF, Launch, Side
 
 Measure = Callable[[int, Side, ServerProcess], None]
@@ -36,18 +40,24 @@ class Runner:
             self.multicast_pointers = probe(self.tp, self.launch.child_env(self.sides[0]))
             if any(self.multicast_pointers):
                 raise RuntimeError(f"NVLink multicast is on here (pointers {self.multicast_pointers}): refused")
-        for repeat, side in interleaved(self.sides, repeats):
-            self.runs.append({"repeat": repeat, "side": side.name})
-            server = ServerProcess(side.module, self.launch.args(side), self.logs / f"{side.name}_r{repeat}.log",
-                                   self.launch.env(side), base_env=self.launch.base_env,
-                                   start_timeout=self.start_timeout)
-            try:
-                found = allreduce_path(server.log_text(), self.tp, self.device)
-                check_multicast_off(found, f"{side.name} (repeat {repeat})")
-                self.allreduce.setdefault(side.name, found)
-                measure(repeat, side, server)
-            finally:
-                server.kill()
+        with servers_killed_on_termination():
+            for repeat, side in interleaved(self.sides, repeats):
+                self._run_one(repeat, side, measure)
+
+    def _run_one(self, repeat: int, side: Side, measure: Measure) -> None:
+        used = gpu_memory.used_mib() if self.device == "cuda" else None
+        self.runs.append({"repeat": repeat, "side": side.name, "gpu_memory_used_mib_before": used})
+        gpu_memory.check_idle(used, f"the {side.name} server of repeat {repeat}")
+        server = ServerProcess(side.module, self.launch.args(side), self.logs / f"{side.name}_r{repeat}.log",
+                               self.launch.env(side), base_env=self.launch.base_env,
+                               start_timeout=self.start_timeout)
+        try:
+            found = allreduce_path(server.log_text(), self.tp, self.device)
+            check_multicast_off(found, f"{side.name} (repeat {repeat})")
+            self.allreduce.setdefault(side.name, found)
+            measure(repeat, side, server)
+        finally:
+            server.kill()
 
     def record(self) -> dict:
         """The sides as run (command, environment, all-reduce path), what both got alike, what was
@@ -56,3 +66,24 @@ class Runner:
         return {"sides": sides, "forced_on_both": self.launch.forced.record(), "machine_env": dict(MULTICAST_OFF),
                 "dropped_inherited_env": self.launch.dropped_env, "multicast_pointers": self.multicast_pointers,
                 "plan": self.runs}
+
+
+@contextlib.contextmanager
+def servers_killed_on_termination():
+    """SIGTERM and SIGHUP (``timeout``, a closed terminal) kill the servers this process started,
+    then end it as Ctrl-C would, by an exception. A server runs in a session of its own, so
+    without this it outlives a benchmark cut short and holds the GPUs through the next one."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
+        yield
+        return
+
+    def terminate(signum, frame):
+        kill_all()  # first: requests in flight to it then fail at once instead of finishing
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -31,6 +31,16 @@ class PortTaken(RuntimeError):
     pass
 
 
+# Servers started by this process and not killed yet (``kill_all``).
+_RUNNING: set["ServerProcess"] = set()
+
+
+def kill_all() -> None:
+    """Kill every server this process started and has not killed yet."""
+    for server in list(_RUNNING):
+        server.kill()
+
+
 class ServerProcess:
     """``python -m <module> --host 127.0.0.1 --port <free port> <args>``, its output in ``log_path``.
 
@@ -50,6 +60,7 @@ class ServerProcess:
             # A session of its own, so teardown can kill the whole tree (SGLang spawns children).
             self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
                                          start_new_session=True)
+            _RUNNING.add(self)
             try:
                 self._wait_ready(timeout)
                 return
@@ -85,6 +96,7 @@ class ServerProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def kill(self) -> None:
+        _RUNNING.discard(self)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)

@@ -2,14 +2,18 @@
 with (stock: SGLang's entry point, no overlay or all-reduce overrides), the records of a run and
 the results index."""
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sglang_tokenweave.bench import allreduce_log, multicast_probe, record, results, runner
+from sglang_tokenweave.bench import allreduce_log, gpu_memory, multicast_probe, record, results, runner
 from sglang_tokenweave.bench.plan import alternate, interleaved
 from sglang_tokenweave.bench.sides import (
     CPU_SERVER_ARGS,
@@ -221,6 +225,7 @@ class FakeServer:
 def fake_servers(monkeypatch):
     FakeServer.started, FakeServer.log = [], V2_LINE
     monkeypatch.setattr(runner, "ServerProcess", FakeServer)
+    monkeypatch.setattr(gpu_memory, "used_mib", lambda: {0: 3, 1: 5})  # idle GPUs
     return FakeServer
 
 
@@ -239,7 +244,8 @@ def test_runner_starts_a_fresh_server_per_run_in_plan_order(fake_servers, monkey
     assert all(not set(launch.dropped_env) & set(s.base_env) for s in fake_servers.started)
     assert len(probed) == 1 and probed[0][1]["TORCH_SYMM_MEM_DISABLE_MULTICAST"] == "1"
     rec = r.record()
-    assert rec["plan"] == [{"repeat": rep, "side": name} for rep, name, _ in measured]
+    assert rec["plan"] == [{"repeat": rep, "side": name, "gpu_memory_used_mib_before": {0: 3, 1: 5}}
+                           for rep, name, _ in measured]
     assert rec["multicast_pointers"] == [0, 0] and rec["machine_env"] == MULTICAST_OFF
     assert rec["sides"]["stock"]["allreduce"]["path"] == allreduce_log.V2
     assert rec["forced_on_both"]["args"] == list(GPU_BUNDLE_ARGS)
@@ -267,6 +273,66 @@ def test_runner_at_tp1_probes_nothing(fake_servers, monkeypatch, tmp_path):
     assert rec["multicast_pointers"] == "n/a" and rec["sides"]["stock"]["allreduce"]["path"].startswith("n/a")
     with pytest.raises(ValueError, match="repeat"):
         runner.Runner(Launch([], forced_on_both("cpu")), [stock_side("cpu"), stock_side("cpu")], 1, "cpu", tmp_path)
+
+
+def test_runner_refuses_to_start_a_server_on_a_gpu_another_process_holds(fake_servers, monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu_memory, "used_mib", lambda: {0: 3, 1: 66_000})
+    r = runner.Runner(Launch([], forced_on_both("cuda"), environ={}), [stock_side("cuda")], 1, "cuda", tmp_path)
+    with pytest.raises(RuntimeError, match=r"stock server of repeat 0: GPU memory in use .*\{1: 66000\}"):
+        r.run(1, lambda *a: pytest.fail("measured beside another process"))
+    assert not fake_servers.started
+    assert r.record()["plan"] == [{"repeat": 0, "side": "stock", "gpu_memory_used_mib_before": {0: 3, 1: 66_000}}]
+
+
+def test_gpu_memory_is_read_from_nvidia_smi_and_absent_without_it(monkeypatch):
+    assert gpu_memory.parse_used_mib("0, 3\n1, 70123\n") == {0: 3, 1: 70123}
+    monkeypatch.setattr(gpu_memory.shutil, "which", lambda name: None)
+    assert gpu_memory.used_mib() is None
+    gpu_memory.check_idle(None, "a CPU server")  # nothing to check
+
+
+SLEEPING_SERVER = """
+import argparse, http.server, threading
+p = argparse.ArgumentParser(); p.add_argument("--host"); p.add_argument("--port", type=int)
+a = p.parse_args()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers()
+http.server.HTTPServer((a.host, a.port), H).serve_forever()
+"""
+
+CUT_SHORT_BENCHMARK = """
+import sys, time
+from sglang_tokenweave.bench.runner import servers_killed_on_termination
+from sglang_tokenweave.bench.server import ServerProcess
+with servers_killed_on_termination():
+    server = ServerProcess("sleeping_server", [], sys.argv[1], start_timeout=60)
+    print(server.proc.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_benchmark_cut_short_by_a_signal_kills_its_server(tmp_path, signum):
+    # A server has a session of its own: without the handler it outlived the benchmark (seen:
+    # a `timeout` left one holding 85% of a GPU's memory through the next benchmark).
+    (tmp_path / "sleeping_server.py").write_text(SLEEPING_SERVER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    bench = subprocess.Popen([sys.executable, "-c", CUT_SHORT_BENCHMARK, str(tmp_path / "server.log")],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    server_pid = None
+    try:
+        server_pid = int(bench.stdout.readline())
+        os.kill(server_pid, 0)  # running
+        bench.send_signal(signum)
+        assert bench.wait(timeout=60) == 128 + signum
+        with pytest.raises(ProcessLookupError):
+            os.kill(server_pid, 0)
+    finally:
+        bench.kill()
+        if server_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server_pid, signal.SIGKILL)
 
 
 # --- results layout and index ---

@@ -2,7 +2,9 @@
 write, bench_determinism's measurement order, solo checks, rows and result."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,10 +84,10 @@ def test_server_variants_parse_into_label_and_flags():
 
 class FakeLoad:
     """Stands in for the server: records what the benchmark sends, answers with outputs that
-    depend on the request only (``wrong``: the keys of requests to answer differently once)."""
+    depend on the request only (``wrong``: the keys of requests to answer differently when loaded)."""
 
     def __init__(self, monkeypatch, wrong=()):
-        self.events, self.solo, self.wrong = [], [], set(wrong)
+        self.events, self.solo, self.loaded, self.wrong = [], [], [], set(wrong)
         monkeypatch.setattr(bench_determinism, "flush_prefix_cache", lambda url: self.events.append("flush"))
         monkeypatch.setattr(bench_determinism, "counters", self.counters)
         monkeypatch.setattr(bench_determinism, "run_load", self.run_load)
@@ -102,12 +104,12 @@ class FakeLoad:
             self.solo.append(bench_determinism.request_key(work[0]))
         else:
             self.events.append("run")
+            self.loaded.append(work)
         outputs = []
         for w in work:
             key = bench_determinism.request_key(w)
             outputs.append([len(w["text"]) % 97, w["sampling_params"].get("sampling_seed", -1)])
             if key in self.wrong and len(work) > 1:
-                self.wrong.discard(key)
                 outputs[-1] = [0, 0]
         return [0.1] * len(work), outputs, 2.0
 
@@ -144,13 +146,14 @@ def test_every_distinct_deterministic_request_is_run_alone_once_by_default(monke
     [ours] = sides
     bench.measure(0, ours, type("S", (), {"url": "http://x"})())
     run = ["counters", "flush", "run", "counters"]
-    # first a whole unmeasured run (no counters around it), then the measured ones; solo runs
-    # after the side's last repeat only
-    assert load.events == ["run", *run * 3] and not load.solo
+    # first a whole unmeasured run (no counters around it) of the largest fraction, then the
+    # measured ones; solo runs after the side's first repeat only
+    assert load.events == ["run", *run * 3, *["solo"] * 8]
+    assert load.loaded[0] == bench.workloads[1.0]
+    assert sorted(load.solo) == sorted(bench.distinct_keys("ours")) and len(set(load.solo)) == 8
     load.events.clear()
     bench.measure(1, ours, type("S", (), {"url": "http://x"})())
-    assert load.events == ["run", *run * 3, *["solo"] * 8]
-    assert sorted(load.solo) == sorted(bench.distinct_keys("ours")) and len(set(load.solo)) == 8
+    assert load.events == ["run", *run * 3]
     result = json.loads((tmp_path / "r.json").read_text())
     check = result["solo_check"]
     assert check["sample"] == "every deterministic request" and check["checked_requests"] == {"ours": 8}
@@ -218,7 +221,7 @@ def test_the_tail_latency_of_non_deterministic_requests_leaves_the_deterministic
     assert only_det["latency_p99_nondet_us"] is None
 
 
-def test_the_profiled_run_comes_after_the_counted_runs_and_before_the_solo_runs(monkeypatch, tmp_path):
+def test_the_profiled_run_comes_after_the_counted_runs_and_the_solo_runs(monkeypatch, tmp_path):
     load = FakeLoad(monkeypatch)
 
     class Recording:
@@ -236,9 +239,9 @@ def test_the_profiled_run_comes_after_the_counted_runs_and_before_the_solo_runs(
                                          "--repeats", "1", "--profile-scheduler"])
     server = type("S", (), {"url": "http://x", "proc": type("P", (), {"pid": 42})()})()
     bench.measure(0, sides[0], server)
-    assert load.events == ["run", "counters", "flush", "run", "counters", "flush",
-                           ("profile", 42, "r_profile_ours_0.5.txt", "profile_ours_0.5.raw.txt"), "start", "run",
-                           "stop", "solo", "solo"]
+    assert load.events == ["run", "counters", "flush", "run", "counters", "solo", "solo",
+                           "flush", ("profile", 42, "r_profile_ours_0.5.txt", "profile_ours_0.5.raw.txt"),
+                           "start", "run", "stop"]
 
 
 def test_the_result_json_has_the_harness_schema(monkeypatch, tmp_path):
@@ -335,3 +338,23 @@ def test_flip_rates_count_no_flips_without_error_and_fewer_for_gumbel_max_on_fla
     assert noisy["effective_tokens"] > 50  # near-flat rows
     assert 0 < noisy["gumbel_max"] < noisy["inverse_cdf"] / 5
     assert str(tmp_path) not in result["command"]
+
+
+def test_the_load_generator_imports_with_a_stand_in_where_datasets_is_missing(monkeypatch, tmp_path):
+    import bench_serving
+
+    base = {"PATH": "/usr/bin", "PYTHONPATH": "/elsewhere"}
+    env, stand_ins = bench_serving.load_generator_env(base, tmp_path)  # installed here: nothing stands in
+    assert env == base and stand_ins == []
+    monkeypatch.setattr(bench_serving.importlib.util, "find_spec", lambda name: None)
+    env, stand_ins = bench_serving.load_generator_env(base, tmp_path)
+    assert stand_ins and env["PYTHONPATH"].endswith(":/elsewhere") and base["PYTHONPATH"] == "/elsewhere"
+    # SGLang's load generator starts with it (the stand-in comes first on the path, as it would
+    # on a machine without the package), and the stand-in refuses if ever called.
+    probe = ("import datasets, sglang.benchmark.serving; print(datasets.__file__)\n"
+             "try:\n    datasets.load_dataset('x')\nexcept RuntimeError as e:\n    print('refused:', e)")
+    env = {**os.environ, "PYTHONPATH": env["PYTHONPATH"].split(os.pathsep)[0]}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0].startswith(str(tmp_path / "stand_ins" / "datasets"))
+    assert "refused: the Hugging Face datasets package is not installed here" in done.stdout
