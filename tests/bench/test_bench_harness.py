@@ -351,6 +351,7 @@ def test_index_lists_date_card_command_and_headline(tmp_path):
             "headline": results.headline("chat, max throughput", {"median": 1.02, "min": 0.99, "max": 1.05})}
     (folder / "bench_serving_h100_tp4.json").write_text(json.dumps(fair))
     (folder / "bench_serving_h100_tp4.png").write_bytes(b"")
+    (folder / "bench_serving_h100_tp1.json").write_text(json.dumps({**fair, "complete": False}))
     legacy_dir = tmp_path / "benchmarks" / "results" / "bench_determinism"
     legacy_dir.mkdir()
     legacy = {"card": "cpu", "gpus": 1, "command": "python scripts/bench_determinism.py",
@@ -362,6 +363,8 @@ def test_index_lists_date_card_command_and_headline(tmp_path):
     assert "| yes |" in fair_line and "chat, max throughput: 1.020 (0.990-1.050)" in fair_line
     assert "[plot](results/bench_serving/bench_serving_h100_tp4.png)" in fair_line
     assert "`python scripts/bench_serving.py --tp 4`" in fair_line
+    cut_line = next(line for line in text.splitlines() if "bench_serving_h100_tp1.json" in line)
+    assert "| yes, cut short |" in cut_line
     old_line = next(line for line in text.splitlines() if "old.json" in line)
     assert "| unknown |" in old_line and "| no |" in old_line and "0.900" in old_line and "plot" not in old_line
 
