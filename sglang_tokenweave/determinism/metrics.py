@@ -7,6 +7,11 @@ import dataclasses
 from .state import CommitResult
 
 
+# The phases of a verification pass, in order (their seconds add up to ``verification_seconds``):
+# building its batch on the host, launching its forward, sampling and waiting for the GPU's
+# result, and applying the commits (KV slots, lengths, streaming).
+PASS_PHASES = ("build", "forward", "wait", "apply")
+
 # (lowest offset, counter): the first mismatch's offset in its verified window, highest first.
 MISMATCH_OFFSET_BUCKETS = ((32, "mismatch_offset_32_up"), (16, "mismatch_offset_16_31"),
                            (4, "mismatch_offset_4_15"), (0, "mismatch_offset_0_3"))
@@ -18,6 +23,11 @@ class DeterminismMetrics:
     verification_passes: int = 0  # fixed-shape passes run
     verification_rows: int = 0  # real rows across those passes (<= passes * B)
     verification_seconds: float = 0.0  # wall time of those passes (the whole batch waits on them)
+    # ... by phase (PASS_PHASES)
+    verification_build_seconds: float = 0.0
+    verification_forward_seconds: float = 0.0
+    verification_wait_seconds: float = 0.0
+    verification_apply_seconds: float = 0.0
     tokens_verified: int = 0  # proposals checked by a verifier
     tokens_committed: int = 0  # tokens committed (prefill and verification)
     tokens_rolled_back: int = 0  # proposals dropped
@@ -40,10 +50,17 @@ class DeterminismMetrics:
     def on_request(self) -> None:
         self.requests += 1
 
-    def on_pass(self, real_rows: int, seconds: float = 0.0) -> None:
+    def on_pass(self, real_rows: int, seconds: float = 0.0, phases: dict[str, float] | None = None) -> None:
+        """A pass of ``real_rows`` rows took ``seconds``; ``phases``: seconds by PASS_PHASES name."""
+        phases = phases or {}
+        if unknown := set(phases) - set(PASS_PHASES):
+            raise ValueError(f"unknown pass phase {sorted(unknown)[0]!r}")
         self.verification_passes += 1
         self.verification_rows += real_rows
         self.verification_seconds += seconds
+        for phase, phase_seconds in phases.items():
+            field = f"verification_{phase}_seconds"
+            setattr(self, field, getattr(self, field) + phase_seconds)
 
     def on_commit(self, result: CommitResult, tokens_verified: int = 0, greedy: bool = False) -> None:
         """Record a CommitResult; ``tokens_verified`` is the window length (0 for a prefill),

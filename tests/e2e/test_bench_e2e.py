@@ -20,7 +20,8 @@ def test_bench_determinism_solo_checks_every_deterministic_request(tmp_path):
     bench_determinism.main(["--servers", "ours", "--requests", "6", "--concurrency", "3", "--max-new-tokens", "8",
                             "--fractions", "0,0.5,1", "--repeats", "1", "--out-dir", str(tmp_path)])
     result = json.loads((tmp_path / "bench_determinism" / "bench_determinism_cpu_tp1.json").read_text())
-    assert result["complete"] is True and result["plan"] == [{"repeat": 0, "side": "ours"}]
+    assert result["complete"] is True
+    assert result["plan"] == [{"repeat": 0, "side": "ours", "gpu_memory_used_mib_before": None}]  # a CPU run
     check = result["solo_check"]
     # every request is deterministic at 100%: all 6 are distinct and each was run alone
     assert check["distinct_deterministic_requests"] == {"ours": 6} and check["checked_requests"] == {"ours": 6}
@@ -28,6 +29,7 @@ def test_bench_determinism_solo_checks_every_deterministic_request(tmp_path):
     rows = {r["det_fraction"]: r for r in result["rows"]}
     assert rows[0.5]["identical"] == {"pairs": 3, "matched": 3, "share": 1.0}
     assert rows[1.0]["relative_to_nondet"]["median"] > 0 and rows[1.0]["verification_passes"]["median"] > 0
+    assert rows[1.0]["counters"]["verification_wait_seconds"] > 0  # where a pass's time goes, by phase
     assert rows[0.0]["verification_passes"] is None or rows[0.0]["verification_passes"]["median"] == 0
     ours = result["sides"]["ours"]
     assert ours["entry"] == f"python -m {OURS_MODULE}" and "--enable-deterministic-requests" in ours["args"]

@@ -162,7 +162,9 @@ class TestTp1:
     def test_identical_at_concurrency_and_in_bursts(self, server, reference):
         _assert_identical_under_load(server, reference)
         assert metric(server, "verification_passes") > 0
-        assert metric(server, "verification_seconds") > 0
+        total = metric(server, "verification_seconds")
+        phases = [metric(server, f"verification_{phase}_seconds") for phase in ("build", "forward", "wait", "apply")]
+        assert total > 0 and all(p > 0 for p in phases) and sum(phases) == pytest.approx(total, rel=1e-6)
         assert metric(server, "tokens_verified") > 0
         # Every deterministic request is prefilled alone and then decodes on the fast path.
         assert metric(server, "isolated_prefills") >= metric(server, "requests")

@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from sglang_tokenweave.glue import report
-from sglang_tokenweave.determinism.metrics import MISMATCH_OFFSET_BUCKETS, DeterminismMetrics
+from sglang_tokenweave.determinism.metrics import MISMATCH_OFFSET_BUCKETS, PASS_PHASES, DeterminismMetrics
 
 PREFIX = "sglang_tokenweave:deterministic_"
 # counter name -> (DeterminismMetrics field, help text)
@@ -19,6 +19,9 @@ COUNTERS = {
     "requests": ("requests", "Deterministic requests (choices) admitted."),
     "verification_passes": ("verification_passes", "Fixed-shape verification passes run."),
     "verification_seconds": ("verification_seconds", "Wall time of verification passes (the batch waits)."),
+    **{f"verification_{phase}_seconds": (f"verification_{phase}_seconds", f"Wall time of verification passes: {what}.")
+       for phase, what in zip(PASS_PHASES, ("building the batch", "launching the forward",
+                                            "sampling and waiting for the result", "applying the commits"))},
     "tokens_verified": ("tokens_verified", "Fast-path tokens checked by a verification pass."),
     "tokens_rolled_back": ("tokens_rolled_back", "Fast-path tokens dropped by verification."),
     "rollback_events": ("rollback_events", "Verifications that dropped at least one token."),

@@ -154,7 +154,9 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     model_runner = scheduler.tp_worker.model_runner
     with full_logits(), torch.inference_mode():
         forward_batch = ForwardBatch.init_new(batch, model_runner, return_hidden_states_before_norm=False)
+        built = time.perf_counter()
         logits = run_forward(model_runner, forward_batch).logits_output.next_token_logits
+    launched = time.perf_counter()
     kernel = runtime().config.sampling_kernel
     with torch.inference_mode():
         if table is not None:
@@ -163,10 +165,10 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
             plan = plan_sampling(sample_rows, logits.shape[1], device=logits.device)
         verified_ids = sample(logits, plan, kernel=kernel)
         logprobs = _logprobs(logits, plan, verified_ids, real_reqs)
-        verified = verified_ids.tolist()  # waits for the pass: the timing below includes it
+        verified = verified_ids.tolist()  # waits for the pass
+    sampled = time.perf_counter()
 
     rt = runtime()
-    rt.metrics.on_pass(verify_pass.num_real_rows, time.perf_counter() - started)
     kv_lens = {}  # batch index -> committed KV length
     for key, (w, slots) in windows.items():
         i, req, det, tokens = by_key[key]
@@ -180,6 +182,10 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
         _apply(scheduler, req, det, result)
         kv_lens[i] = result.kv_len
     _set_seq_lens(running_batch, kv_lens)
+    done = time.perf_counter()
+    rt.metrics.on_pass(verify_pass.num_real_rows, done - started,
+                       {"build": built - started, "forward": launched - built, "wait": sampled - launched,
+                        "apply": done - sampled})
     metrics_export.publish(rt.metrics)
 
 
