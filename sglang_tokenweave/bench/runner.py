@@ -81,7 +81,9 @@ def servers_killed_on_termination():
         kill_all()  # first: requests in flight to it then fail at once instead of finishing
         raise SystemExit(128 + signum)
 
-    previous = {s: signal.signal(s, terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # A signal the caller ignores stays ignored (``nohup`` ignores SIGHUP).
+    previous = {s: signal.signal(s, terminate) for s in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:

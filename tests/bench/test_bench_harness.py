@@ -335,6 +335,17 @@ def test_a_benchmark_cut_short_by_a_signal_kills_its_server(tmp_path, signum):
                 os.killpg(server_pid, signal.SIGKILL)
 
 
+def test_a_signal_the_caller_ignores_stays_ignored():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with runner.servers_killed_on_termination():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # as under nohup
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 # --- results layout and index ---
 
 def test_result_path_is_per_benchmark():
