@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+from typing import Callable
 
 # What an idle GPU reports used (driver reservations): a few MiB; a leftover SGLang server
 # holds most of the card.
 IDLE_MIB = 1024
 QUERY = ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"]
+# How long to wait for a GPU to be given back (a server just killed gives its memory back within
+# a few seconds of exiting).
+IDLE_WAIT_S = 60.0
 
 
 def parse_used_mib(text: str) -> dict[int, int]:
@@ -33,9 +38,23 @@ def used_mib() -> dict[int, int] | None:
     return parse_used_mib(done.stdout)
 
 
-def check_idle(used: dict[int, int] | None, what: str) -> None:
-    """Refuse to start ``what`` on GPUs that another process holds memory of."""
-    busy = {gpu: mib for gpu, mib in (used or {}).items() if mib > IDLE_MIB}
-    if busy:
-        raise RuntimeError(f"before {what}: GPU memory in use by another process (MiB per GPU: {busy}); "
-                           "a fair run needs the GPUs to itself: stop that process first")
+def busy(used: dict[int, int] | None) -> dict[int, int]:
+    """The GPUs of ``used`` that another process holds memory of."""
+    return {gpu: mib for gpu, mib in (used or {}).items() if mib > IDLE_MIB}
+
+
+def wait_until_idle(what: str, timeout: float | None = None, read: Callable[[], dict[int, int] | None] | None = None,
+                    sleep: Callable[[float], None] = time.sleep) -> dict[int, int] | None:
+    """MiB used per GPU once every GPU is idle (None without ``nvidia-smi``); refuses to start
+    ``what`` if some GPU is still held after ``timeout`` seconds (default ``IDLE_WAIT_S``)."""
+    read = read or used_mib
+    deadline = time.monotonic() + (IDLE_WAIT_S if timeout is None else timeout)
+    while True:
+        used = read()
+        held = busy(used)
+        if not held:
+            return used
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"before {what}: GPU memory in use by another process (MiB per GPU: {held}); "
+                               "a fair run needs the GPUs to itself: stop that process first")
+        sleep(1.0)

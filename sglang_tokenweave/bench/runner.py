@@ -45,9 +45,9 @@ class Runner:
                 self._run_one(repeat, side, measure)
 
     def _run_one(self, repeat: int, side: Side, measure: Measure) -> None:
-        used = gpu_memory.used_mib() if self.device == "cuda" else None
+        used = (gpu_memory.wait_until_idle(f"the {side.name} server of repeat {repeat}")
+                if self.device == "cuda" else None)
         self.runs.append({"repeat": repeat, "side": side.name, "gpu_memory_used_mib_before": used})
-        gpu_memory.check_idle(used, f"the {side.name} server of repeat {repeat}")
         server = ServerProcess(side.module, self.launch.args(side), self.logs / f"{side.name}_r{repeat}.log",
                                self.launch.env(side), base_env=self.launch.base_env,
                                start_timeout=self.start_timeout)

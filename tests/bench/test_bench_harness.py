@@ -277,18 +277,25 @@ def test_runner_at_tp1_probes_nothing(fake_servers, monkeypatch, tmp_path):
 
 def test_runner_refuses_to_start_a_server_on_a_gpu_another_process_holds(fake_servers, monkeypatch, tmp_path):
     monkeypatch.setattr(gpu_memory, "used_mib", lambda: {0: 3, 1: 66_000})
+    monkeypatch.setattr(gpu_memory, "IDLE_WAIT_S", 0.0)  # still held after the wait
     r = runner.Runner(Launch([], forced_on_both("cuda"), environ={}), [stock_side("cuda")], 1, "cuda", tmp_path)
     with pytest.raises(RuntimeError, match=r"stock server of repeat 0: GPU memory in use .*\{1: 66000\}"):
         r.run(1, lambda *a: pytest.fail("measured beside another process"))
     assert not fake_servers.started
-    assert r.record()["plan"] == [{"repeat": 0, "side": "stock", "gpu_memory_used_mib_before": {0: 3, 1: 66_000}}]
+
+
+def test_a_gpu_given_back_within_the_timeout_is_waited_for():
+    readings = iter([{0: 70_000}, {0: 900}, {0: 3}])
+    slept = []
+    used = gpu_memory.wait_until_idle("a server", timeout=60, read=lambda: next(readings), sleep=slept.append)
+    assert used == {0: 900} and slept == [1.0]  # a driver's reservation below IDLE_MIB counts as idle
 
 
 def test_gpu_memory_is_read_from_nvidia_smi_and_absent_without_it(monkeypatch):
     assert gpu_memory.parse_used_mib("0, 3\n1, 70123\n") == {0: 3, 1: 70123}
     monkeypatch.setattr(gpu_memory.shutil, "which", lambda name: None)
     assert gpu_memory.used_mib() is None
-    gpu_memory.check_idle(None, "a CPU server")  # nothing to check
+    assert gpu_memory.wait_until_idle("a CPU server", timeout=0) is None  # nothing to check
 
 
 SLEEPING_SERVER = """
