@@ -82,7 +82,7 @@ FIGURES = {"request_throughput": True, "input_throughput": True, "output_through
 # SGLang's load generator imports every dataset module at start; the MMMU one imports Hugging
 # Face ``datasets`` (a download library that serving images need not have) for a function the
 # random dataset never calls.
-STAND_IN_DATASETS = '''"""Stands in for Hugging Face datasets in the load generator (the random dataset never calls it)."""
+STAND_IN_DATASETS = '''"""Stands in for Hugging Face datasets in the load generator (never called there)."""
 
 
 def load_dataset(*args, **kwargs):
