@@ -170,6 +170,7 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
 
     rt = runtime()
     kv_lens = {}  # batch index -> committed KV length
+    to_stream = []  # requests with newly committed tokens or finished: one message for the pass
     for key, (w, slots) in windows.items():
         i, req, det, tokens = by_key[key]
         input_slots = [slot for part in sorted(slots) for slot in slots[part]]
@@ -181,7 +182,11 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
             _set_logprobs(req, committed_before, result, logprobs, token_slots)
         _apply(scheduler, req, det, result)
         kv_lens[i] = result.kv_len
+        if result.finish is not None or len(result.stream):
+            to_stream.append(req)
     _set_seq_lens(running_batch, kv_lens)
+    if to_stream:  # as SGLang streams a decode batch: per-request logprobs, the flag for any
+        scheduler.output_streamer.stream_output(to_stream, any(r.return_logprob for r in to_stream))
     done = time.perf_counter()
     rt.metrics.on_pass(verify_pass.num_real_rows, done - started,
                        {"build": built - started, "forward": launched - built, "wait": sampled - launched,
@@ -292,7 +297,8 @@ def sglang_finish_reason(finish):
 
 
 def _apply(scheduler, req, det, result) -> None:
-    """Make SGLang's request agree with the committed sequence (its batch: ``_set_seq_lens``)."""
+    """Make SGLang's request agree with the committed sequence (its batch: ``_set_seq_lens``;
+    streaming: once for the whole pass)."""
     from sglang.srt.mem_cache.common import release_kv_cache
 
     pool = scheduler.req_to_token_pool
@@ -314,5 +320,3 @@ def _apply(scheduler, req, det, result) -> None:
             table.unmark([req.req_pool_idx])
         release_kv_cache(req, scheduler.tree_cache)
         req.time_stats.set_completion_time()
-    if result.finish is not None or len(result.stream):
-        scheduler.output_streamer.stream_output([req], req.return_logprob)
