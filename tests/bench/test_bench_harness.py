@@ -309,7 +309,10 @@ http.server.HTTPServer((a.host, a.port), H).serve_forever()
 """
 
 CUT_SHORT_BENCHMARK = """
-import sys, time
+import signal, sys, time
+# As from a terminal: the test itself may run with SIGHUP ignored (nohup), which children inherit.
+for s in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
 from sglang_tokenweave.bench.runner import servers_killed_on_termination
 from sglang_tokenweave.bench.server import ServerProcess
 with servers_killed_on_termination():
