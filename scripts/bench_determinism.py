@@ -294,8 +294,7 @@ class Bench:
             delta = {k: after[k] - before.get(k, 0.0) for k in after}
             det = [bool(w["sampling_params"].get("deterministic")) for w in work]
             runs.samples[(fraction, repeat)] = run_sample(latencies, outputs, wall, delta, det)
-            runs.outputs[(fraction, repeat)] = {request_key(w): ids for w, ids in zip(work, outputs)
-                                                if w["sampling_params"].get("deterministic")}
+            runs.outputs[(fraction, repeat)] = {request_key(w): ids for w, ids, d in zip(work, outputs, det) if d}
         if repeat == 0:
             # Each distinct deterministic request alone, once, right after the side's first
             # loaded runs (a benchmark cut short still has them); compared with every loaded run

@@ -50,14 +50,15 @@ class DeterminismMetrics:
     def on_request(self) -> None:
         self.requests += 1
 
-    def on_pass(self, real_rows: int, seconds: float = 0.0, phases: dict[str, float] | None = None) -> None:
-        """A pass of ``real_rows`` rows took ``seconds``; ``phases``: seconds by PASS_PHASES name."""
+    def on_pass(self, real_rows: int, phases: dict[str, float] | None = None) -> None:
+        """A pass of ``real_rows`` rows; ``phases``: its seconds by PASS_PHASES name (their sum is
+        the pass's wall time)."""
         phases = phases or {}
         if unknown := set(phases) - set(PASS_PHASES):
             raise ValueError(f"unknown pass phase {sorted(unknown)[0]!r}")
         self.verification_passes += 1
         self.verification_rows += real_rows
-        self.verification_seconds += seconds
+        self.verification_seconds += sum(phases.values())
         for phase, phase_seconds in phases.items():
             field = f"verification_{phase}_seconds"
             setattr(self, field, getattr(self, field) + phase_seconds)

@@ -67,7 +67,7 @@ def test_metrics_count_commits_and_rollbacks():
     metrics.on_commit(state.on_prefill_token(1))
     for t in (2, 3, 4, 5):
         state.on_fast_token(t)
-    metrics.on_pass(real_rows=1, seconds=0.25, phases={"build": 0.125, "wait": 0.0625, "apply": 0.0625})
+    metrics.on_pass(real_rows=1, phases={"build": 0.125, "wait": 0.0625, "apply": 0.0625})
     with pytest.raises(ValueError, match="unknown pass phase"):
         metrics.on_pass(real_rows=1, phases={"compile": 1.0})
     metrics.on_commit(state.apply_verification([2, 9, 9, 9]), tokens_verified=4)

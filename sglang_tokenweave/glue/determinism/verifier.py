@@ -188,9 +188,8 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     if to_stream:  # as SGLang streams a decode batch: per-request logprobs, the flag for any
         scheduler.output_streamer.stream_output(to_stream, any(r.return_logprob for r in to_stream))
     done = time.perf_counter()
-    rt.metrics.on_pass(verify_pass.num_real_rows, done - started,
-                       {"build": built - started, "forward": launched - built, "wait": sampled - launched,
-                        "apply": done - sampled})
+    rt.metrics.on_pass(verify_pass.num_real_rows, {"build": built - started, "forward": launched - built,
+                                                   "wait": sampled - launched, "apply": done - sampled})
     metrics_export.publish(rt.metrics)
 
 
