@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,17 +48,23 @@ class Runner:
     def _run_one(self, repeat: int, side: Side, measure: Measure) -> None:
         used = (gpu_memory.wait_until_idle(f"the {side.name} server of repeat {repeat}")
                 if self.device == "cuda" else None)
-        self.runs.append({"repeat": repeat, "side": side.name, "gpu_memory_used_mib_before": used})
+        run = {"repeat": repeat, "side": side.name, "gpu_memory_used_mib_before": used}
+        self.runs.append(run)
+        began = time.monotonic()
         server = ServerProcess(side.module, self.launch.args(side), self.logs / f"{side.name}_r{repeat}.log",
                                self.launch.env(side), base_env=self.launch.base_env,
                                start_timeout=self.start_timeout)
+        run["start_s"] = round(time.monotonic() - began, 1)
         try:
             found = allreduce_path(server.log_text(), self.tp, self.device)
             check_multicast_off(found, f"{side.name} (repeat {repeat})")
             self.allreduce.setdefault(side.name, found)
             measure(repeat, side, server)
+            run["measure_s"] = round(time.monotonic() - began - run["start_s"], 1)
         finally:
+            stopping = time.monotonic()
             server.kill()
+            run["stop_s"] = round(time.monotonic() - stopping, 1)
 
     def record(self) -> dict:
         """The sides as run (command, environment, all-reduce path), what both got alike, what was

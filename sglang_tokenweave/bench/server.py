@@ -19,6 +19,8 @@ START_TIMEOUT_S = float(os.environ.get("SGLANG_TOKENWEAVE_TEST_START_TIMEOUT", "
 # own processes pick ports during the minute a CPU start takes); the server then never answers.
 PORT_TAKEN = "error while attempting to bind on address"
 START_ATTEMPTS = 3
+# SIGTERM first (SGLang shuts its children down), SIGKILL for whatever is left after this long.
+KILL_GRACE_S = 5.0
 
 
 def free_port() -> int:
@@ -100,7 +102,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=KILL_GRACE_S)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         try:

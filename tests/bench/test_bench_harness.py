@@ -244,8 +244,10 @@ def test_runner_starts_a_fresh_server_per_run_in_plan_order(fake_servers, monkey
     assert all(not set(launch.dropped_env) & set(s.base_env) for s in fake_servers.started)
     assert len(probed) == 1 and probed[0][1]["TORCH_SYMM_MEM_DISABLE_MULTICAST"] == "1"
     rec = r.record()
-    assert rec["plan"] == [{"repeat": rep, "side": name, "gpu_memory_used_mib_before": {0: 3, 1: 5}}
-                           for rep, name, _ in measured]
+    timings = ("start_s", "measure_s", "stop_s")
+    assert [{k: v for k, v in run.items() if k not in timings} for run in rec["plan"]] == [
+        {"repeat": rep, "side": name, "gpu_memory_used_mib_before": {0: 3, 1: 5}} for rep, name, _ in measured]
+    assert all(run[k] >= 0 for run in rec["plan"] for k in timings)
     assert rec["multicast_pointers"] == [0, 0] and rec["machine_env"] == MULTICAST_OFF
     assert rec["sides"]["stock"]["allreduce"]["path"] == allreduce_log.V2
     assert rec["forced_on_both"]["args"] == list(GPU_BUNDLE_ARGS)
