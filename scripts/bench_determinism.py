@@ -36,7 +36,8 @@ near-ties); ``--successor-strength S`` writes a model whose tokens each favour a
 by a margin that does not scale with rounding noise, as a trained model's confident tokens do.
 
 Output: benchmarks/results/bench_determinism/bench_determinism_<card>_tp<N>[_<tag>].json and
-.png (rewritten after every run); server logs under logs/ beside it.
+.png (rewritten after every run); server logs under logs/ beside it. A run cut short goes on with
+``--resume`` (same command, code and machine; bench/checkpoint.py).
 
     python scripts/bench_determinism.py --tp 1 --model-shape llama-8b \\
         --ours-variant default: --ours-variant "lookahead4:--deterministic-lookahead-blocks 4"
@@ -62,6 +63,7 @@ from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from sglang_tokenweave.bench.checkpoint import Checkpoint, keyed, unkeyed  # noqa: E402
 from sglang_tokenweave.bench.plan import alternate  # noqa: E402
 from sglang_tokenweave.bench.record import card_name, header, write_json  # noqa: E402
 from sglang_tokenweave.bench.results import headline, result_path  # noqa: E402
@@ -277,6 +279,17 @@ class Bench:
         keys = self.distinct_keys(name)
         return keys if self.args.solo_check is None else keys[:self.args.solo_check]
 
+    def state(self) -> dict:
+        """Every side's runs so far, for a checkpoint (JSON)."""
+        return {name: {"samples": keyed(r.samples), "outputs": keyed(r.outputs), "solo": r.solo}
+                for name, r in self.configs.items()}
+
+    def restore(self, state: dict) -> None:
+        for name, saved in state.items():
+            runs = self.configs[name]
+            runs.samples, runs.outputs = unkeyed(saved["samples"]), unkeyed(saved["outputs"])
+            runs.solo = saved["solo"]
+
     def measure(self, repeat: int, side: Side, server) -> None:
         args, runs = self.args, self.configs[side.name]
         # One whole unmeasured run first, of the side's largest fraction so that it meets every
@@ -460,6 +473,9 @@ def parse_args(argv=None):
     parser.add_argument("--profile-scheduler", action="store_true",
                         help="after each side's last repeat, one more run per fraction, outside the numbers, with "
                         "py-spy on the TP-0 scheduler: a per-function summary beside the result")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on after the runs a run of the same command, code and machine finished "
+                        "(sglang_tokenweave/bench/checkpoint.py)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if args.model_path and args.successor_strength:
@@ -506,11 +522,14 @@ def main(argv=None) -> None:
                          "workload": {"requests": args.requests, "concurrency": args.concurrency,
                                       "max_new_tokens": args.max_new_tokens, **prompt_about}}
         bench = Bench(args, configs, workloads, out, runner, result_header)
-        runner.run(args.repeats, bench.measure)
+        checkpoint = Checkpoint.of_result(out, list(sys.argv[1:] if argv is None else argv), card_name(device)[0])
+        checkpoint.start(args.resume, runner, bench.restore)
+        runner.run(args.repeats, bench.measure, after_run=checkpoint.saver(runner, bench.state))
     finally:
         if temporary:
             shutil.rmtree(model_path, ignore_errors=True)
     result = bench.write(complete=True)
+    checkpoint.remove()
     plot(result["rows"], out.with_suffix(".png"))
     for row in result["rows"]:
         medians = {k: (row[k] or {}).get("median") for k in ("throughput_tok_s", "relative_to_nondet", "vs_stock")

@@ -24,7 +24,8 @@ figure from the pairs of the same repeat.
 Models (``--model-shape``, default by TP: the tiny model on a CPU; Llama-3-8B's shape at TP1 and
 TP2; Llama-3-70B's, all 80 layers, at TP4 and more): random (dummy) weights at the real
 vocabulary, with the tiny model's tokenizer. Output:
-benchmarks/results/bench_serving/bench_serving_<card>_tp<N>[_<tag>].json and .png.
+benchmarks/results/bench_serving/bench_serving_<card>_tp<N>[_<tag>].json and .png. A run cut
+short goes on with ``--resume`` (same command, code and machine; bench/checkpoint.py).
 
     python scripts/bench_serving.py --tp 4
 """
@@ -47,6 +48,7 @@ from bench_plot import pyplot
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from sglang_tokenweave.bench.checkpoint import Checkpoint, keyed, unkeyed  # noqa: E402
 from sglang_tokenweave.bench.plan import alternate  # noqa: E402
 from sglang_tokenweave.bench.record import card_name, header, write_json  # noqa: E402
 from sglang_tokenweave.bench.results import headline, result_path  # noqa: E402
@@ -246,6 +248,9 @@ def parse_args(argv=None):
                         f"'{' '.join(GPU_BUNDLE_ARGS)}', for the GPU bundle; '' for SGLang's defaults)")
     parser.add_argument("--run-timeout", type=float, default=1800, help="seconds one load-generator run may take")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on after the runs a run of the same command, code and machine finished "
+                        "(sglang_tokenweave/bench/checkpoint.py)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     return parser.parse_args(argv)
 
@@ -295,8 +300,11 @@ def main(argv=None) -> None:
                                   **samples[(side.name, w["name"], rate, repeat)]}), flush=True)
             write(complete=False)
 
-        runner.run(args.repeats, measure)
+        checkpoint = Checkpoint.of_result(out, list(sys.argv[1:] if argv is None else argv), card_name(device)[0])
+        checkpoint.start(args.resume, runner, lambda saved: samples.update(unkeyed(saved)))
+        runner.run(args.repeats, measure, after_run=checkpoint.saver(runner, lambda: keyed(samples)))
         result = write(complete=True)
+        checkpoint.remove()
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if temporary:

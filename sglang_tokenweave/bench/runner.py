@@ -32,8 +32,20 @@ class Runner:
         self.allreduce: dict[str, dict] = {}
         self.multicast_pointers: list[int] | str = "n/a"
         self.runs: list[dict] = []
+        self.sitting = 0  # how many times the benchmark was resumed (checkpoint.py)
 
-    def run(self, repeats: int, measure: Measure) -> None:
+    def state(self) -> dict:
+        """The complete runs so far, for a checkpoint."""
+        return {"runs": [r for r in self.runs if "measure_s" in r], "allreduce": self.allreduce,
+                "multicast_pointers": self.multicast_pointers, "sittings": self.sitting + 1}
+
+    def restore(self, state: dict) -> None:
+        """Continue after the runs of a checkpoint (``state()``): they are not run again."""
+        self.runs, self.allreduce = list(state["runs"]), dict(state["allreduce"])
+        self.multicast_pointers, self.sitting = state["multicast_pointers"], state["sittings"]
+
+    def run(self, repeats: int, measure: Measure, after_run: Callable[[], None] | None = None) -> None:
+        """Every (repeat, side) of the plan not run yet, each followed by ``after_run``."""
         self.logs.mkdir(parents=True, exist_ok=True)
         if self.tp > 1 and self.device == "cuda":
             from .multicast_probe import probe
@@ -41,14 +53,18 @@ class Runner:
             self.multicast_pointers = probe(self.tp, self.launch.child_env(self.sides[0]))
             if any(self.multicast_pointers):
                 raise RuntimeError(f"NVLink multicast is on here (pointers {self.multicast_pointers}): refused")
+        done = {(r["repeat"], r["side"]) for r in self.runs}
         with servers_killed_on_termination():
             for repeat, side in interleaved(self.sides, repeats):
-                self._run_one(repeat, side, measure)
+                if (repeat, side.name) not in done:
+                    self._run_one(repeat, side, measure)
+                    if after_run is not None:
+                        after_run()
 
     def _run_one(self, repeat: int, side: Side, measure: Measure) -> None:
         used = (gpu_memory.wait_until_idle(f"the {side.name} server of repeat {repeat}")
                 if self.device == "cuda" else None)
-        run = {"repeat": repeat, "side": side.name, "gpu_memory_used_mib_before": used}
+        run = {"repeat": repeat, "side": side.name, "sitting": self.sitting, "gpu_memory_used_mib_before": used}
         self.runs.append(run)
         began = time.monotonic()
         server = ServerProcess(side.module, self.launch.args(side), self.logs / f"{side.name}_r{repeat}.log",

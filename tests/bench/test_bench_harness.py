@@ -246,7 +246,8 @@ def test_runner_starts_a_fresh_server_per_run_in_plan_order(fake_servers, monkey
     rec = r.record()
     timings = ("start_s", "measure_s", "stop_s")
     assert [{k: v for k, v in run.items() if k not in timings} for run in rec["plan"]] == [
-        {"repeat": rep, "side": name, "gpu_memory_used_mib_before": {0: 3, 1: 5}} for rep, name, _ in measured]
+        {"repeat": rep, "side": name, "sitting": 0, "gpu_memory_used_mib_before": {0: 3, 1: 5}}
+        for rep, name, _ in measured]
     assert all(run[k] >= 0 for run in rec["plan"] for k in timings)
     assert rec["multicast_pointers"] == [0, 0] and rec["machine_env"] == MULTICAST_OFF
     assert rec["sides"]["stock"]["allreduce"]["path"] == allreduce_log.V2

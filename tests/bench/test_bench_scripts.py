@@ -358,3 +358,15 @@ def test_the_load_generator_imports_with_a_stand_in_where_datasets_is_missing(mo
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[0].startswith(str(tmp_path / "stand_ins" / "datasets"))
     assert "refused: the Hugging Face datasets package is not installed here" in done.stdout
+
+
+def test_a_resumed_benchmark_keeps_every_figure_and_solo_output_of_the_runs_before(monkeypatch, tmp_path):
+    FakeLoad(monkeypatch)
+    argv = ["--servers", "ours", "--fractions", "0,0.5", "--requests", "8", "--repeats", "2"]
+    bench, [ours] = make_bench(tmp_path, argv)
+    bench.measure(0, ours, type("S", (), {"url": "http://x"})())
+    bench.measure(1, ours, type("S", (), {"url": "http://x"})())
+    again, _ = make_bench(tmp_path, argv)
+    again.restore(json.loads(json.dumps(bench.state())))  # as the checkpoint file holds it
+    assert again.rows() == bench.rows() and again.solo_check() == bench.solo_check()
+    assert again.solo_check()["pairs"] == 2 * 4
