@@ -62,7 +62,7 @@ from sglang_tokenweave.bench.sides import (  # noqa: E402
     stock_side,
 )
 from sglang_tokenweave.bench.stats import ratio_spread, spread  # noqa: E402
-from sglang_tokenweave.tiny_model import TINY_LLAMA, tiny_model_path  # noqa: E402
+from sglang_tokenweave.tiny_model import SPECIAL_TOKENS, TINY_LLAMA, tiny_model_path  # noqa: E402
 
 BENCHMARK = "bench_serving"
 LOAD_GENERATOR = "sglang.benchmark.serving"
@@ -75,6 +75,7 @@ SHAPES = {
     "llama-70b": {**LLAMA3, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
                   "num_attention_heads": 64},
 }
+PROMPT_SEED = 1
 # Figures of sglang.benchmark.serving's result line, and whether higher is better.
 FIGURES = {"request_throughput": True, "input_throughput": True, "output_throughput": True,
            "total_throughput": True, "median_ttft_ms": False, "p99_ttft_ms": False, "median_itl_ms": False,
@@ -135,18 +136,46 @@ def make_model(shape: str, layers: int | None) -> tuple[Path, list[str], str, bo
     folder = Path(tempfile.mkdtemp(prefix="serving-bench-model-"))
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     for f in tiny_model_path().iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens")):
+        if f.name in ("tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(f, folder / f.name)
+    write_word_tokenizer(folder / "tokenizer.json", config["vocab_size"], prompt_words(random.Random(PROMPT_SEED)))
     how = (f"{shape}: Llama, {config['num_hidden_layers']} layers, hidden {config['hidden_size']}, vocab "
-           f"{config['vocab_size']}, dummy weights (--load-format dummy), bf16, the tiny model's tokenizer")
+           f"{config['vocab_size']}, dummy weights (--load-format dummy), bf16, a word-level tokenizer of the "
+           "prompt source's words and filler words (every id decodes to text)")
     return folder, ["--load-format", "dummy"], how, True
 
 
-def write_prompt_source(path: Path, seed: int = 1, conversations: int = 64) -> Path:
+def write_word_tokenizer(path: Path, vocab_size: int, words: list[str]) -> None:
+    """A tokenizer with a word for every id of the model's vocabulary: the prompt source's words
+    (each one token), then filler words. With a smaller tokenizer most of a random-weight model's
+    tokens would decode to nothing, and SGLang's load generator times the first token and the
+    gaps between tokens from the text it receives: TTFT and ITL would not be measured."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab: dict[str, int] = {}
+    for word in [*SPECIAL_TOKENS, *words]:
+        vocab.setdefault(word, len(vocab))
+    filler = 0
+    while len(vocab) < vocab_size:
+        vocab.setdefault(f"w{filler}", len(vocab))  # a digit: never one of the prompt words
+        filler += 1
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS[0]))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    tokenizer.save(str(path))
+
+
+def prompt_words(rng: random.Random, count: int = 2000) -> list[str]:
+    """The prompt source's words (random lower-case words, drawn first from ``rng``)."""
+    return ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9))) for _ in range(count)]
+
+
+def write_prompt_source(path: Path, seed: int = PROMPT_SEED, conversations: int = 64) -> Path:
     """A ShareGPT-format file of random-word conversations: the text SGLang's random dataset
     tokenises and repeats or cuts to each prompt's length."""
     rng = random.Random(seed)
-    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    words = prompt_words(rng)
     data = [{"conversations": [{"from": "human", "value": " ".join(rng.choices(words, k=400))},
                                {"from": "gpt", "value": " ".join(rng.choices(words, k=50))}]}
             for _ in range(conversations)]

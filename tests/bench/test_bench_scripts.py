@@ -370,3 +370,19 @@ def test_a_resumed_benchmark_keeps_every_figure_and_solo_output_of_the_runs_befo
     again.restore(json.loads(json.dumps(bench.state())))  # as the checkpoint file holds it
     assert again.rows() == bench.rows() and again.solo_check() == bench.solo_check()
     assert again.solo_check()["pairs"] == 2 * 4
+
+
+def test_the_dummy_models_tokenizer_decodes_every_id_and_encodes_the_prompts_without_unknowns(tmp_path):
+    import bench_serving
+    from transformers import PreTrainedTokenizerFast
+
+    words = bench_serving.prompt_words(bench_serving.random.Random(bench_serving.PROMPT_SEED))
+    bench_serving.write_word_tokenizer(tmp_path / "tokenizer.json", 4096, words)
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    assert len(tok) == 4096
+    # SGLang's load generator times TTFT and ITL from received text: no id may decode to nothing
+    assert all(tok.decode([i]) for i in range(3, 4096))
+    source = bench_serving.write_prompt_source(tmp_path / "prompts.json")
+    text = json.loads(source.read_text())[0]["conversations"][0]["value"]
+    ids = tok(text)["input_ids"]
+    assert ids[0] == 1 and len(ids) == len(text.split()) + 1 and 0 not in ids  # BOS, a token a word
