@@ -69,7 +69,8 @@ def render_index(entries: list[dict]) -> str:
              "do not edit. \"harness\": run by the fair harness (stock SGLang with its defaults, variants "
              "interleaved, medians with min-max over repeats); the older results predate it (stock with "
              "non-default settings, mostly one run per variant, stock first); \"cut short\": the run stopped "
-             "before its plan's end (its file holds the runs made).", ""]
+             "before its plan's end (its file holds the runs made; the same command with `--resume` goes on "
+             "from there, on the same machine).", ""]
     for bench in dict.fromkeys(e["benchmark"] for e in entries):
         lines += [f"## {bench}", "", "| date | result | card | harness | headline | command |",
                   "| --- | --- | --- | --- | --- | --- |"]
