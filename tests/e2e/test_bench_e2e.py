@@ -21,7 +21,12 @@ def test_bench_determinism_solo_checks_every_deterministic_request(tmp_path):
                             "--fractions", "0,0.5,1", "--repeats", "1", "--out-dir", str(tmp_path)])
     result = json.loads((tmp_path / "bench_determinism" / "bench_determinism_cpu_tp1.json").read_text())
     assert result["complete"] is True
-    assert result["plan"] == [{"repeat": 0, "side": "ours", "gpu_memory_used_mib_before": None}]  # a CPU run
+    [run] = result["plan"]
+    assert {k: run[k] for k in ("repeat", "side", "sitting", "gpu_memory_used_mib_before")} == {
+        "repeat": 0, "side": "ours", "sitting": 0, "gpu_memory_used_mib_before": None}  # a CPU run
+    assert run["start_s"] > 0 and run["measure_s"] > 0 and run["stop_s"] >= 0
+    # a complete run leaves no checkpoint behind
+    assert not list(tmp_path.glob("bench_determinism/logs/*/checkpoint.json"))
     check = result["solo_check"]
     # every request is deterministic at 100%: all 6 are distinct and each was run alone
     assert check["distinct_deterministic_requests"] == {"ours": 6} and check["checked_requests"] == {"ours": 6}
