@@ -23,7 +23,7 @@ figure from the pairs of the same repeat.
 
 Models (``--model-shape``, default by TP: the tiny model on a CPU; Llama-3-8B's shape at TP1 and
 TP2; Llama-3-70B's, all 80 layers, at TP4 and more): random (dummy) weights at the real
-vocabulary, with the tiny model's tokenizer. Output:
+vocabulary, with a word-level tokenizer that has a word for every id. Output:
 benchmarks/results/bench_serving/bench_serving_<card>_tp<N>[_<tag>].json and .png. A run cut
 short goes on with ``--resume`` (same command, code and machine; bench/checkpoint.py).
 
