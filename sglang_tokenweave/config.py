@@ -26,6 +26,7 @@ from sglang_tokenweave.determinism.config import (
     DEFAULT_WINDOW,
     LOGITS_DTYPE_CHOICES,
     SAMPLING_KERNEL_CHOICES,
+    VERIFY_GRAPHS,
     VERIFY_ROWS_RANGE,
     WINDOW_RANGE,
 )
@@ -52,6 +53,7 @@ class OverlayConfig:
     deterministic_verify_rows: int = DEFAULT_VERIFY_ROWS
     deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
     deterministic_verify_eager: bool = False
+    deterministic_verify_graph: str = "breakable"
     deterministic_sampling_kernel: str = "auto"
     deterministic_logits: str = "auto"
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
@@ -187,6 +189,15 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
         "(slower; the passes stay deterministic either way, each path with its own numerics).",
     )
     det.add_argument(
+        "--deterministic-verify-graph",
+        choices=VERIFY_GRAPHS,
+        default=OverlayConfig.deterministic_verify_graph,
+        help="The CUDA graph of verification passes: 'breakable' replays SGLang's prefill graph "
+        "(attention launched eagerly between its pieces), 'full' captures the whole pass, attention "
+        "included, as one graph at the first pass (one GPU launch; needs --attention-backend triton; "
+        "each path has its own numerics) (default: %(default)s).",
+    )
+    det.add_argument(
         "--deterministic-sampling-kernel",
         choices=SAMPLING_KERNEL_CHOICES,
         default=OverlayConfig.deterministic_sampling_kernel,
@@ -236,6 +247,9 @@ def split_overlay_argv(argv: Sequence[str]) -> tuple[OverlayConfig, list[str]]:
         parser.error(f"--deterministic-lookahead-blocks ({ns.deterministic_lookahead_blocks}) must be at most "
                      f"--deterministic-verify-rows ({ns.deterministic_verify_rows}): a request's L blocks "
                      "are verified as L rows of one pass")
+    if ns.deterministic_verify_eager and ns.deterministic_verify_graph == "full":
+        parser.error("--deterministic-verify-eager and --deterministic-verify-graph full exclude each other: "
+                     "a full-graph pass is never eager")
     return config_from_namespace(ns), rest
 
 

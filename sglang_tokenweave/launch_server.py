@@ -21,6 +21,7 @@ from typing import Sequence
 
 from sglang_tokenweave.config import OverlayConfig, add_overlay_args, config_to_env, split_overlay_argv
 from sglang_tokenweave.determinism.config import sampling_kernel_error
+from sglang_tokenweave.determinism.verify_graph import full_graph_error
 from sglang_tokenweave.glue.report import RUN_DIR_ENV
 
 logger = logging.getLogger("sglang_tokenweave")
@@ -110,6 +111,18 @@ def parse_launch_args(argv: Sequence[str]) -> LaunchArgs:
     return LaunchArgs(prepare_server_args(sglang_argv), overlay, used_default_model)
 
 
+def deterministic_refusal(overlay: OverlayConfig, server_args) -> str | None:
+    """Why our deterministic-request flags cannot serve with SGLang's parsed ``server_args``
+    (said before SGLang starts anything), or None."""
+    if not overlay.enable_deterministic_requests:
+        return None
+    if error := sampling_kernel_error(overlay.deterministic_sampling_kernel, server_args.device):
+        return error
+    if overlay.deterministic_verify_graph == "full":
+        return full_graph_error(server_args)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -136,8 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # SGLang loads the plugins again in every process it spawns.
     load_plugins()
     server_args = prepare_server_args([*sglang_argv, *cpu_default_args(sglang_argv)])
-    if overlay.enable_deterministic_requests and (
-            error := sampling_kernel_error(overlay.deterministic_sampling_kernel, server_args.device)):
+    if error := deterministic_refusal(overlay, server_args):
         shutil.rmtree(run_dir, ignore_errors=True)
         sys.exit(f"sglang-tokenweave: {error}")
     if used_default_model:

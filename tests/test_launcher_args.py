@@ -1,5 +1,6 @@
 """The launcher's command line: SGLang's flags pass through, ours are validated, errors are clear."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from sglang_tokenweave.config import (
     split_overlay_argv,
 )
 from sglang_tokenweave.glue.cpu_support import cuda_available
-from sglang_tokenweave.launch_server import parse_launch_args
+from sglang_tokenweave.launch_server import deterministic_refusal, parse_launch_args
 
 
 def run_launcher(*args, timeout=300, env=None):
@@ -137,6 +138,24 @@ def test_triton_sampling_kernel_needs_cuda():
                           "--deterministic-sampling-kernel", "triton")
     assert result.returncode == 1
     assert "--deterministic-sampling-kernel triton needs CUDA GPUs (--device cpu)" in result.stderr
+
+
+def test_full_verify_graph_is_refused_before_sglang_starts_where_it_cannot_serve():
+    args = parse_launch_args(["--model-path", "dummy", "--attention-backend", "triton",
+                              "--enable-deterministic-requests", "--deterministic-verify-graph", "full"])
+    server_args = args.server_args  # SGLang's own ServerArgs: the refusal reads its real fields
+    server_args.device = "cuda"
+    assert deterministic_refusal(args.overlay, server_args) is None
+    server_args.decode_attention_backend = "flashinfer"
+    assert "decode backend 'flashinfer'): add --attention-backend triton" in deterministic_refusal(
+        args.overlay, server_args)
+    server_args.decode_attention_backend, server_args.device = None, "cpu"
+    assert "--deterministic-verify-graph full needs CUDA GPUs (--device cpu)" in deterministic_refusal(
+        args.overlay, server_args)
+    assert deterministic_refusal(dataclasses.replace(args.overlay, deterministic_verify_graph="breakable"),
+                                 server_args) is None
+    assert deterministic_refusal(dataclasses.replace(args.overlay, enable_deterministic_requests=False),
+                                 server_args) is None
 
 
 def test_help_shows_sglang_flags_and_ours():

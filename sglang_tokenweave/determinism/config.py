@@ -44,6 +44,9 @@ SAMPLING_KERNEL_CHOICES = ("auto", *SAMPLING_KERNELS)
 # the GEMM's float32 accumulator instead of rounding it to the model dtype; "model" is SGLang's.
 LOGITS_DTYPES = ("float32", "model")
 LOGITS_DTYPE_CHOICES = ("auto", *LOGITS_DTYPES)
+# Which CUDA graph a verification pass replays on GPUs: SGLang's breakable prefill graph (attention
+# eager between captured pieces), or one full graph of the whole pass (determinism/verify_graph.py).
+VERIFY_GRAPHS = ("breakable", "full")
 
 
 def sampling_kernel_error(kernel: str, device: str) -> str | None:
@@ -93,6 +96,8 @@ class DeterminismConfig:
     perturb_logits: float = 0.0
     # Run every verification pass eagerly even where SGLang captured prefill CUDA graphs.
     verify_eager: bool = False
+    # The CUDA graph of verification passes (VERIFY_GRAPHS); "full" excludes verify_eager.
+    verify_graph: str = "breakable"
     # How deterministic rows are sampled (SAMPLING_KERNEL_CHOICES), fast path and verifier
     # alike; a server resolves "auto" for its device (``for_device``).
     sampling_kernel: str = "auto"
@@ -116,6 +121,10 @@ class DeterminismConfig:
         if self.sampling_kernel not in SAMPLING_KERNEL_CHOICES:
             raise ValueError(f"sampling_kernel must be one of {SAMPLING_KERNEL_CHOICES}, "
                              f"got {self.sampling_kernel!r}")
+        if self.verify_graph not in VERIFY_GRAPHS:
+            raise ValueError(f"verify_graph must be one of {VERIFY_GRAPHS}, got {self.verify_graph!r}")
+        if self.verify_eager and self.verify_graph == "full":
+            raise ValueError("verify_eager and verify_graph='full' exclude each other")
         if self.logits_dtype not in LOGITS_DTYPE_CHOICES:
             raise ValueError(f"logits_dtype must be one of {LOGITS_DTYPE_CHOICES}, got {self.logits_dtype!r}")
         if not self.perturb_logits >= 0.0:
@@ -134,13 +143,14 @@ class DeterminismConfig:
     def from_flags(cls, flags) -> "DeterminismConfig":
         """From the overlay's parsed flags (``deterministic_window``, ``..._verify_rows``,
         ``..._lookahead_blocks``, ``..._test_perturb_logits``, ``..._verify_eager``,
-        ``..._sampling_kernel``, ``..._logits``)."""
+        ``..._verify_graph``, ``..._sampling_kernel``, ``..._logits``)."""
         return cls(
             window=flags.deterministic_window,
             verify_rows=flags.deterministic_verify_rows,
             lookahead_blocks=flags.deterministic_lookahead_blocks,
             perturb_logits=flags.deterministic_test_perturb_logits,
             verify_eager=flags.deterministic_verify_eager,
+            verify_graph=flags.deterministic_verify_graph,
             sampling_kernel=flags.deterministic_sampling_kernel,
             logits_dtype=flags.deterministic_logits,
         )

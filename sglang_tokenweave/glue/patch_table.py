@@ -360,6 +360,41 @@ PATCH_TABLE: tuple[PatchTarget, ...] = (
             ("sglang.srt.mem_cache.base_prefix_cache.zero_match_result",
              "sglang_tokenweave.glue.determinism.scheduling:_NoMatch", "deterministic_requests",
              "a deterministic request's prefix lookup matches nothing"),
+            # --deterministic-verify-graph full: the pass as one TARGET_VERIFY graph (verify_graph.py)
+            *(
+                (f"sglang.srt.{target}", f"sglang_tokenweave.glue.determinism.verify_graph:{caller}",
+                 "deterministic_requests", why)
+                for target, caller, why in (
+                    ("model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner", "_runner_class",
+                     "the full-graph pass's runner is SGLang's decode-family graph runner, capturing TARGET_VERIFY"),
+                    ("model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner.capture", "_runner_class",
+                     "overridden: TARGET_VERIFY mode and a full graph backend, then SGLang's capture"),
+                    ("model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner.get_spec_info",
+                     "_runner_class", "overridden: the capture's verify input is the pass's causal block of W tokens"),
+                    ("model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner.can_run_graph",
+                     "run_full_graph", "a pass the runner refuses fails loudly, never runs on another path"),
+                    ("model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner.execute", "run_full_graph",
+                     "a pass: static inputs filled, attention planned, the graph replayed"),
+                    ("model_executor.runner.decode_cuda_graph_runner.get_batch_sizes_to_capture", "build_runner",
+                     "replaced while the runner is built: the one batch size B"),
+                    ("model_executor.model_runner.ModelRunner.decode_num_tokens_per_req", "build_runner",
+                     "replaced on the model runner while the runner is built: the capture width W"),
+                    ("model_executor.graph_shared_output.GraphSharedOutput", "build_runner",
+                     "the pass's own logits buffer of B x W rows (the shared one is sized for the decode graphs)"),
+                    ("model_executor.runner_utils.buffers.DecodeInputBuffers.share_buffers", "build_runner",
+                     "a no-op while the runner is built: its static inputs stay out of SGLang's process-wide pool"),
+                    ("model_executor.runner_backend.full_cuda_graph_backend.FullCudaGraphBackend", "_runner_class",
+                     "the whole pass as one CUDA graph, whatever the server's decode graph backend"),
+                    ("model_executor.model_runner_components.attention_backend_setup._build_backend_from_str",
+                     "_own_attention_backend", "the pass's graph has a Triton attention backend of its own"),
+                    ("layers.attention.triton_backend.TritonAttnBackend.init_cuda_graph_state",
+                     "_own_attention_backend", "given a KV-index buffer of B x context length (one prefix per row)"),
+                    ("layers.attention.triton_backend.TritonAttnBackend._update_target_verify_buffers",
+                     "verify_input", "reads the rows' width from the verify input's draft_token_num"),
+                    ("speculative.dflash_info.DFlashVerifyInput", "verify_input",
+                     "TARGET_VERIFY input of a causal block of W tokens per row, logits at every one"),
+                )
+            ),
         )
     ),
 )

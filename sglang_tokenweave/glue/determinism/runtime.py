@@ -28,8 +28,11 @@ class Runtime:
     metrics: DeterminismMetrics = dataclasses.field(default_factory=DeterminismMetrics)
     arrivals: itertools.count = dataclasses.field(default_factory=itertools.count)
     perturb_steps: itertools.count = dataclasses.field(default_factory=itertools.count)
-    # Whether verification passes replay SGLang's prefill CUDA graph; decided by the first pass.
+    # Whether verification passes replay a CUDA graph (SGLang's prefill graph, or the full graph
+    # of --deterministic-verify-graph full); decided by the first pass.
     verify_graph: Optional[bool] = None
+    # The full graph's runner (verify_graph.py), captured at the first pass; None on the other paths.
+    verify_runner: Optional[object] = None
     # The deterministic ``Req``s alive in this process, added as each is created. A request
     # leaves when it is garbage, never earlier: an empty set proves that no request needs the
     # hooks' per-step work, so they skip it (no deterministic traffic, no loop over the batch).

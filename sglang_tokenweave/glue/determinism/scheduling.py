@@ -28,11 +28,13 @@ from collections import Counter
 
 from sglang_tokenweave.glue import report
 from sglang_tokenweave.determinism.state import Phase
+from sglang_tokenweave.determinism.verify_graph import full_graph_error
 
 from . import metrics_export
 from .markers import is_deterministic_req
 from .runtime import det_for, det_of, runtime
 from .verifier import sglang_finish_reason, verify_due
+from .verify_graph import FEATURE as VERIFY_GRAPH_FEATURE
 
 logger = logging.getLogger("sglang_tokenweave")
 FEATURE = "deterministic_requests"
@@ -74,6 +76,10 @@ def prepare_scheduler(scheduler, server_args, *args, **kwargs):
     # Raises for a kernel the device cannot run (the launcher checks first; this covers SGLang's
     # own entry point).
     cfg = runtime().config = runtime().config.for_device(server_args.device)
+    if cfg.verify_graph == "full" and (error := full_graph_error(server_args)):
+        # Refused here too for SGLang's own entry point (the launcher refuses first).
+        report.set_feature_status(VERIFY_GRAPH_FEATURE, False, error)
+        raise ValueError(f"sglang-tokenweave: {error}")
     kernel = cfg.sampling_kernel
     if requested != kernel:
         kernel += f" ({requested} on --device {server_args.device})"

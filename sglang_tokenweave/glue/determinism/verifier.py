@@ -1,10 +1,12 @@
 """The verification pass of deterministic requests, and applying its commit / rollback.
 
 Run by the scheduler between batches (an EXTEND forward, in SGLang's prefill CUDA graph where
-the server has one: verify_forward.py) once some deterministic request of the running batch
-cannot decode on (its L blocks of W tokens are full, or the fast path finished it); the passes
-then take every request with a complete block (``state.ready_tokens``). Each pass has the
-fixed shape B rows x W tokens (``groups.plan_verify_passes``):
+the server has one: verify_forward.py; with ``--deterministic-verify-graph full``, a
+TARGET_VERIFY forward in one full CUDA graph: verify_graph.py) once some deterministic request
+of the running batch cannot decode on (its L blocks of W tokens are full, or the fast path
+finished it); the passes then take every request with a complete block
+(``state.ready_tokens``). Each pass has the fixed shape B rows x W tokens
+(``groups.plan_verify_passes``):
 - a request's real rows, one per block, replay its window (``state.verify_window``) at its own
   KV slots, so the committed tokens' KV is rewritten by the verifier;
 - padding tokens and dummy rows write to SGLang's reserved padding slot 0 (and dummy rows use
@@ -29,12 +31,14 @@ from sglang_tokenweave.determinism.logprobs import token_logprobs, top_logprobs
 from sglang_tokenweave.determinism.pinned_staging import array_to_device
 from sglang_tokenweave.determinism.sampling import RowParams, plan_sampling, sample
 from sglang_tokenweave.determinism.state import FinishReason
+from sglang_tokenweave.determinism.verify_graph import pass_layout
 
 from . import metrics_export
 from .markers import is_deterministic_req
 from .runtime import det_of, row_params, runtime
 from .sampling_hooks import full_logits
-from .verify_forward import run_forward
+from .verify_forward import pass_logits
+from .verify_graph import verify_input
 
 logger = logging.getLogger("sglang_tokenweave")
 
@@ -124,15 +128,21 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
         real_lens.append(len(ids))
 
     rows = len(verify_pass.rows)
-    seq_lens = [prefix + window for prefix in prefix_lens]
-    inputs = _PassInputs(pool, window, input_ids, pool_rows, prefix_lens, real_lens, seq_lens)
+    full_graph = runtime().config.verify_graph == "full"
+    layout = pass_layout(prefix_lens, window, full_graph)
+    seq_lens = layout.seq_lens
+    inputs = _PassInputs(pool, window, input_ids, pool_rows, prefix_lens, real_lens, seq_lens, layout.positions)
     real_reqs = [r for r in reqs if r is not None]
     batch = ScheduleBatch.init_new(
         [r if r is not None else real_reqs[0] for r in reqs],
         pool, scheduler.token_to_kv_pool_allocator, scheduler.tree_cache, scheduler.model_config,
         False, scheduler.spec_algorithm,
     )
-    batch.forward_mode = ForwardMode.EXTEND
+    if full_graph:  # sequence lengths are the prefixes; positions are given (pass_layout)
+        batch.forward_mode = ForwardMode.TARGET_VERIFY
+        batch.spec_info = verify_input(inputs.positions, window)
+    else:
+        batch.forward_mode = ForwardMode.EXTEND
     batch.return_logprob = False
     batch.return_hidden_states = False
     batch.input_ids = inputs.input_ids
@@ -155,7 +165,7 @@ def _run_pass(scheduler, running_batch, verify_pass, by_key) -> None:
     with full_logits(), torch.inference_mode():
         forward_batch = ForwardBatch.init_new(batch, model_runner, return_hidden_states_before_norm=False)
         built = time.perf_counter()
-        logits = run_forward(model_runner, forward_batch).logits_output.next_token_logits
+        logits = pass_logits(model_runner, forward_batch, rows, window)
     launched = time.perf_counter()
     kernel = runtime().config.sampling_kernel
     with torch.inference_mode():
@@ -199,10 +209,11 @@ class _PassInputs:
     A row's input j writes its KV at the slot its request's table holds at prefix + j; padding
     (past the row's real inputs, and every input of a dummy row) writes to the padding slot,
     and the table points there too, so that no position of the row refers to a slot that is
-    not its own. The table is read and written on the device: no wait for the GPU per row."""
+    not its own. The table is read and written on the device: no wait for the GPU per row.
+    ``positions`` (one per token) are copied only where given (the full graph's pass)."""
 
-    def __init__(self, pool, window, input_ids, pool_rows, prefix_lens, real_lens, seq_lens):
-        segments = [input_ids, pool_rows, prefix_lens, real_lens, seq_lens]
+    def __init__(self, pool, window, input_ids, pool_rows, prefix_lens, real_lens, seq_lens, positions=None):
+        segments = [input_ids, pool_rows, prefix_lens, real_lens, seq_lens, positions or []]
         # Every segment starts at a multiple of 16 bytes, as a fresh tensor does (Triton
         # specialises kernels on pointer alignment: no other compiled variant mid-serving).
         starts = np.cumsum([0] + [len(x) + len(x) % 2 for x in segments])
@@ -210,8 +221,9 @@ class _PassInputs:
         for start, values in zip(starts, segments):
             packed[start : start + len(values)] = values
         device_values = array_to_device(packed, pool.device)
-        self.input_ids, self.pool_rows, self.row_starts, real, self.seq_lens = (
+        self.input_ids, self.pool_rows, self.row_starts, real, self.seq_lens, device_positions = (
             device_values[start : start + len(values)] for start, values in zip(starts, segments))
+        self.positions = device_positions if positions is not None else None
         offsets = torch.arange(window, device=pool.device)
         table_rows, table_cols = self.pool_rows[:, None], self.row_starts[:, None] + offsets
         slots = pool.req_to_token[table_rows, table_cols]

@@ -1,4 +1,5 @@
-"""The forward of a verification pass: in SGLang's prefill CUDA graph, or eager.
+"""The forward of a verification pass: in SGLang's prefill CUDA graph, or eager (or, with
+``--deterministic-verify-graph full``, in one full graph of its own: verify_graph.py).
 
 A pass is an extend forward of B x W tokens, always the same number, so when the server
 captured prefill CUDA graphs (SGLang's default on CUDA: breakable graphs, attention run
@@ -20,8 +21,14 @@ import contextlib
 from sglang_tokenweave.glue import report
 
 from .runtime import runtime
+from .verify_graph import FEATURE, run_full_graph
 
-FEATURE = "deterministic_verify_graph"
+
+def pass_logits(model_runner, forward_batch, rows: int, window: int):
+    """The pass's logits at every position (rows x window, vocabulary), on the configured path."""
+    if runtime().config.verify_graph == "full":
+        return run_full_graph(model_runner, forward_batch, rows, window)
+    return run_forward(model_runner, forward_batch).logits_output.next_token_logits
 
 
 def run_forward(model_runner, forward_batch):
