@@ -26,7 +26,7 @@ from sglang_tokenweave.determinism.config import (
     DEFAULT_WINDOW,
     LOGITS_DTYPE_CHOICES,
     SAMPLING_KERNEL_CHOICES,
-    VERIFY_GRAPHS,
+    VERIFY_GRAPH_CHOICES,
     VERIFY_ROWS_RANGE,
     WINDOW_RANGE,
 )
@@ -53,7 +53,7 @@ class OverlayConfig:
     deterministic_verify_rows: int = DEFAULT_VERIFY_ROWS
     deterministic_lookahead_blocks: int | None = None  # None: the built-in default, at most B
     deterministic_verify_eager: bool = False
-    deterministic_verify_graph: str = "breakable"
+    deterministic_verify_graph: str = "auto"
     deterministic_sampling_kernel: str = "auto"
     deterministic_logits: str = "auto"
     # Test-only: adds noise to the fast path's logits of deterministic requests so that
@@ -190,12 +190,13 @@ def add_overlay_args(parser: argparse.ArgumentParser) -> None:
     )
     det.add_argument(
         "--deterministic-verify-graph",
-        choices=VERIFY_GRAPHS,
+        choices=VERIFY_GRAPH_CHOICES,
         default=OverlayConfig.deterministic_verify_graph,
-        help="The CUDA graph of verification passes: 'breakable' replays SGLang's prefill graph "
-        "(attention launched eagerly between its pieces), 'full' captures the whole pass, attention "
-        "included, as one graph at the first pass (one GPU launch; needs --attention-backend triton; "
-        "each path has its own numerics) (default: %(default)s).",
+        help="The CUDA graph of verification passes: 'full' captures the whole pass, attention "
+        "included, as one graph at the first pass (one GPU launch; needs --attention-backend triton), "
+        "'breakable' replays SGLang's prefill graph (attention launched eagerly between its pieces), "
+        "'auto' takes 'full' on one GPU where it can serve, else 'breakable' (the choice and why are "
+        "logged); each path has its own numerics (default: %(default)s).",
     )
     det.add_argument(
         "--deterministic-sampling-kernel",

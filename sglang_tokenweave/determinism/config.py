@@ -47,6 +47,8 @@ LOGITS_DTYPE_CHOICES = ("auto", *LOGITS_DTYPES)
 # Which CUDA graph a verification pass replays on GPUs: SGLang's breakable prefill graph (attention
 # eager between captured pieces), or one full graph of the whole pass (determinism/verify_graph.py).
 VERIFY_GRAPHS = ("breakable", "full")
+# The flag's choices: "auto" picks one of VERIFY_GRAPHS for the server (``choose_verify_graph``).
+VERIFY_GRAPH_CHOICES = ("auto", *VERIFY_GRAPHS)
 
 
 def sampling_kernel_error(kernel: str, device: str) -> str | None:
@@ -96,8 +98,9 @@ class DeterminismConfig:
     perturb_logits: float = 0.0
     # Run every verification pass eagerly even where SGLang captured prefill CUDA graphs.
     verify_eager: bool = False
-    # The CUDA graph of verification passes (VERIFY_GRAPHS); "full" excludes verify_eager.
-    verify_graph: str = "breakable"
+    # The CUDA graph of verification passes (VERIFY_GRAPH_CHOICES); "full" excludes verify_eager;
+    # a server resolves "auto" at scheduler start (``determinism.verify_graph.choose_verify_graph``).
+    verify_graph: str = "auto"
     # How deterministic rows are sampled (SAMPLING_KERNEL_CHOICES), fast path and verifier
     # alike; a server resolves "auto" for its device (``for_device``).
     sampling_kernel: str = "auto"
@@ -121,8 +124,8 @@ class DeterminismConfig:
         if self.sampling_kernel not in SAMPLING_KERNEL_CHOICES:
             raise ValueError(f"sampling_kernel must be one of {SAMPLING_KERNEL_CHOICES}, "
                              f"got {self.sampling_kernel!r}")
-        if self.verify_graph not in VERIFY_GRAPHS:
-            raise ValueError(f"verify_graph must be one of {VERIFY_GRAPHS}, got {self.verify_graph!r}")
+        if self.verify_graph not in VERIFY_GRAPH_CHOICES:
+            raise ValueError(f"verify_graph must be one of {VERIFY_GRAPH_CHOICES}, got {self.verify_graph!r}")
         if self.verify_eager and self.verify_graph == "full":
             raise ValueError("verify_eager and verify_graph='full' exclude each other")
         if self.logits_dtype not in LOGITS_DTYPE_CHOICES:

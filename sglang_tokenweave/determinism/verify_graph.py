@@ -4,8 +4,10 @@ With ``--deterministic-verify-graph full`` a pass is SGLang's TARGET_VERIFY forw
 that checks speculative drafts: every row a block of W new tokens on its own KV prefix, logits
 at every position), captured once as one CUDA graph of B rows x W tokens. The breakable
 prefill graph it replaces launches attention eagerly between its captured pieces: on an H100
-(a 30-layer 135M model) the host's launches took about 7.5 ms of a 10 ms pass, for under 1 ms
-of GPU work. Both paths run the same causal Triton extend kernel for attention, each row
+(SmolLM2-135M, 30 layers, 8 x 32-token passes) the host's launches took about 7.4 ms of a
+10 ms pass; in the full graph the launch takes 0.4 ms and a pass about 4 ms, and at 100%
+deterministic traffic the server ran 1.29x faster
+(benchmarks/results/bench_determinism/bench_determinism_h100_tp1_smollm2-ab.json). Both paths run the same causal Triton extend kernel for attention, each row
 reading its own prefix; the inputs differ: in TARGET_VERIFY a row's sequence length is its
 prefix (the tokens before its window), not prefix + W, and positions are given explicitly.
 """
@@ -39,6 +41,22 @@ def pass_layout(prefix_lens: Sequence[int], window: int, full_graph: bool) -> Pa
     if full_graph:
         return PassLayout([int(p) for p in prefix_lens], [int(p) + j for p in prefix_lens for j in range(window)])
     return PassLayout([int(p) + window for p in prefix_lens], None)
+
+
+def choose_verify_graph(choice: str, server_args, verify_eager: bool) -> tuple[str, str]:
+    """The graph (``breakable`` or ``full``) of a server's passes for ``--deterministic-verify-graph
+    choice``, and why. ``auto`` takes the full graph where it can serve, on one GPU: across GPUs
+    every rank captures it at the same pass, which has not run on a multi-GPU machine yet."""
+    if choice != "auto":
+        return choice, f"--deterministic-verify-graph {choice}"
+    if verify_eager:
+        return "breakable", "auto: --deterministic-verify-eager runs the passes eagerly"
+    if error := full_graph_error(server_args):
+        return "breakable", f"auto: {error}"
+    if server_args.tp_size > 1:
+        return "breakable", (f"auto: --tp {server_args.tp_size}; the full graph is taken on one GPU "
+                             "(--deterministic-verify-graph full asks for it across GPUs)")
+    return "full", "auto: one GPU, SGLang's Triton attention on CUDA"
 
 
 def full_graph_error(server_args) -> Optional[str]:

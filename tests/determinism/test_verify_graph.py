@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from sglang_tokenweave.config import split_overlay_argv
-from sglang_tokenweave.determinism.config import VERIFY_GRAPHS, DeterminismConfig
-from sglang_tokenweave.determinism.verify_graph import full_graph_error, pass_layout
+from sglang_tokenweave.determinism.config import VERIFY_GRAPH_CHOICES, VERIFY_GRAPHS, DeterminismConfig
+from sglang_tokenweave.determinism.verify_graph import choose_verify_graph, full_graph_error, pass_layout
 
 
 def test_full_graph_rows_count_their_prefix_and_name_every_position():
@@ -37,11 +37,12 @@ def test_bad_layouts_are_refused(prefixes, window):
         pass_layout(prefixes, window, True)
 
 
-def test_flag_defaults_to_the_breakable_graph_and_reaches_the_config():
+def test_flag_defaults_to_auto_and_reaches_the_config():
     flags, _ = split_overlay_argv([])
-    assert DeterminismConfig.from_flags(flags).verify_graph == "breakable" == VERIFY_GRAPHS[0]
-    flags, _ = split_overlay_argv(["--deterministic-verify-graph", "full"])
-    assert DeterminismConfig.from_flags(flags).verify_graph == "full"
+    assert DeterminismConfig.from_flags(flags).verify_graph == "auto" == VERIFY_GRAPH_CHOICES[0]
+    for graph in VERIFY_GRAPHS:
+        flags, _ = split_overlay_argv(["--deterministic-verify-graph", graph])
+        assert DeterminismConfig.from_flags(flags).verify_graph == graph
 
 
 def test_flag_refuses_other_values_and_eager_with_full(capsys):
@@ -67,7 +68,7 @@ def _server(**overrides):
     args = dict(device="cuda", attention_backend="triton", prefill_attention_backend=None,
                 decode_attention_backend=None, speculative_algorithm=None, enable_dp_attention=False,
                 enable_two_batch_overlap=False, enable_lora=False, enable_pdmux=False,
-                enable_deterministic_inference=False, pp_size=1)
+                enable_deterministic_inference=False, pp_size=1, tp_size=1)
     return SimpleNamespace(**{**args, **overrides})
 
 
@@ -75,6 +76,30 @@ def test_a_triton_server_on_one_gpu_takes_the_full_graph():
     assert full_graph_error(_server()) is None
     assert full_graph_error(_server(attention_backend=None, prefill_attention_backend="triton",
                                     decode_attention_backend="triton")) is None
+
+
+def test_auto_takes_the_full_graph_on_one_gpu_with_triton_attention():
+    assert choose_verify_graph("auto", _server(), verify_eager=False) == (
+        "full", "auto: one GPU, SGLang's Triton attention on CUDA")
+
+
+@pytest.mark.parametrize("overrides, eager, why", [
+    (dict(device="cpu"), False, "auto: --deterministic-verify-graph full needs CUDA GPUs (--device cpu)"),
+    (dict(attention_backend="fa3"), False, "add --attention-backend triton"),
+    (dict(speculative_algorithm="EAGLE"), False, "--speculative-algorithm EAGLE"),
+    (dict(tp_size=2), False, "auto: --tp 2; the full graph is taken on one GPU"),
+    ({}, True, "auto: --deterministic-verify-eager runs the passes eagerly"),
+])
+def test_auto_takes_the_breakable_graph_elsewhere_and_says_why(overrides, eager, why):
+    graph, reason = choose_verify_graph("auto", _server(**overrides), verify_eager=eager)
+    assert graph == "breakable" and why in reason
+
+
+@pytest.mark.parametrize("graph", VERIFY_GRAPHS)
+def test_an_explicit_graph_is_kept(graph):
+    # A server the full graph cannot serve was refused before this (launcher, scheduler start).
+    assert choose_verify_graph(graph, _server(tp_size=4), verify_eager=False) == (
+        graph, f"--deterministic-verify-graph {graph}")
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -207,3 +207,28 @@ def test_a_scheduler_refuses_to_start_where_the_full_graph_cannot_serve(monkeypa
         scheduling.prepare_scheduler("scheduler", server_args)
     active, reason = statuses["features"][verify_graph.FEATURE]
     assert not active and message in reason
+
+
+@pytest.mark.parametrize("device, backend, tp, graph", [
+    ("cpu", "torch_native", 1, "breakable"),
+    ("cuda", "triton", 1, "full"),
+    ("cuda", "triton", 2, "breakable"),
+    ("cuda", "fa3", 1, "breakable"),
+])
+def test_a_scheduler_resolves_auto_and_reports_the_graph(monkeypatch, fresh_runtime, statuses, device, backend,
+                                                         tp, graph):
+    from sglang_tokenweave.glue.determinism import scheduling
+
+    rt = fresh_runtime(sampling_kernel="torch")  # --deterministic-verify-graph at its default, auto
+    assert rt.config.verify_graph == "auto"
+    server_args = SimpleNamespace(disable_overlap_schedule=True, enable_mixed_chunk=False, device=device,
+                                  attention_backend=backend, prefill_attention_backend=None,
+                                  decode_attention_backend=None, speculative_algorithm=None,
+                                  enable_dp_attention=False, enable_two_batch_overlap=False, enable_lora=False,
+                                  enable_pdmux=False, enable_deterministic_inference=False, pp_size=1, tp_size=tp)
+    monkeypatch.setattr(scheduling.report, "set_feature_status",
+                        lambda feature, active, reason: statuses["features"].__setitem__(feature, (active, reason)))
+    scheduling.prepare_scheduler("scheduler", server_args)
+    assert rt.config.verify_graph == graph
+    active, reason = statuses["features"][scheduling.FEATURE]
+    assert active and f"verify graph {graph} (auto: " in reason, reason

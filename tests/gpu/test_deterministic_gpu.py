@@ -1,5 +1,6 @@
 """Deterministic requests on GPUs (run with ``pytest -m gpu``): the tiny model in bf16 at TP=1
-and TP=2 (each also with 2 blocks of lookahead and the default sampling kernel), fast-path
+(the breakable pass graph, and the defaults: the full one) and TP=2 (each also with 2 blocks of
+lookahead and the default sampling kernel), fast-path
 logits perturbed so that verification rolls back constantly, deterministic prompts sent alone
 and at concurrency 16 among other traffic: identical token ids every time, every KV slot free again afterwards; a stop token that
 the fast path proposes ends the output at the verified stop, with every slot freed."""
@@ -30,20 +31,26 @@ DET_ARGS = ["--dtype", "bfloat16", "--attention-backend", "triton", "--sampling-
 CASES = list(itertools.product(range(len(PROMPTS)), range(len(SAMPLING))))
 
 
-# (TP, lookahead blocks, --deterministic-sampling-kernel or None for the default, the kernel that serves)
-@pytest.fixture(scope="module", params=[(1, 1, "torch", "torch"), (1, 2, None, "triton (auto on --device cuda)"),
-                                        (2, 1, "torch", "torch"), (2, 2, "torch", "torch"),
-                                        (2, 2, None, "triton (auto on --device cuda)")],
-                ids=["tp1", "tp1-lookahead2-default-sampler", "tp2", "tp2-lookahead2", "tp2-lookahead2-default-sampler"])
+# (TP, lookahead blocks, --deterministic-sampling-kernel or None for the default, the kernel that
+# serves, --deterministic-verify-graph or None for the default, the graph that serves)
+@pytest.fixture(scope="module", params=[(1, 1, "torch", "torch", "breakable", "breakable"),
+                                        (1, 2, None, "triton (auto on --device cuda)", None, "full"),
+                                        (2, 1, "torch", "torch", None, "breakable"),
+                                        (2, 2, "torch", "torch", None, "breakable"),
+                                        (2, 2, None, "triton (auto on --device cuda)", None, "breakable")],
+                ids=["tp1-breakable", "tp1-lookahead2-defaults", "tp2", "tp2-lookahead2", "tp2-lookahead2-default-sampler"])
 def server(request, start_server):
-    tp, lookahead, kernel, serving_kernel = request.param
+    tp, lookahead, kernel, serving_kernel, graph, serving_graph = request.param
     if torch.cuda.device_count() < tp:
         pytest.skip(f"needs {tp} CUDA GPUs")
     kernel_args = ["--deterministic-sampling-kernel", kernel] if kernel else []
-    server = start_server(["--tp", str(tp), *DET_ARGS, "--deterministic-lookahead-blocks", str(lookahead), *kernel_args],
-                          env=SAFE_ENV)
+    graph_args = ["--deterministic-verify-graph", graph] if graph else []
+    server = start_server(["--tp", str(tp), *DET_ARGS, "--deterministic-lookahead-blocks", str(lookahead),
+                           *kernel_args, *graph_args], env=SAFE_ENV)
     for process in scheduler_reports(server):
-        assert f"sampling kernel {serving_kernel}" in process["features"]["deterministic_requests"]["reason"]
+        reason = process["features"]["deterministic_requests"]["reason"]
+        assert f"sampling kernel {serving_kernel}" in reason and f"verify graph {serving_graph} (" in reason, reason
+    server.verify_graph = serving_graph
     return server
 
 
@@ -68,9 +75,11 @@ def test_identical_alone_and_under_load(server):
             assert {case: f.result() for case, f in det.items()} == reference
             [f.result() for f in noise]
     assert metric(server, "rollback_events") > 0
-    for process in scheduler_reports(server):  # the passes replayed SGLang's prefill CUDA graph
+    # The passes replayed the graph the server chose: one full graph, or SGLang's prefill graph.
+    replayed = "full CUDA graph" if server.verify_graph == "full" else "prefill CUDA graph"
+    for process in scheduler_reports(server):
         path = process["features"]["deterministic_verify_graph"]
-        assert path["active"] is True and "prefill CUDA graph" in path["reason"], path
+        assert path["active"] is True and replayed in path["reason"], path
     pool_state = wait_for_idle_pool(server)
     assert pool_state is not None and pool_state["free_tokens"] == pool_state["total_tokens"], pool_state
 

@@ -22,13 +22,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from array import array
 from collections import Counter
 
 from sglang_tokenweave.glue import report
 from sglang_tokenweave.determinism.state import Phase
-from sglang_tokenweave.determinism.verify_graph import full_graph_error
+from sglang_tokenweave.determinism.verify_graph import choose_verify_graph, full_graph_error
 
 from . import metrics_export
 from .markers import is_deterministic_req
@@ -80,12 +81,14 @@ def prepare_scheduler(scheduler, server_args, *args, **kwargs):
         # Refused here too for SGLang's own entry point (the launcher refuses first).
         report.set_feature_status(VERIFY_GRAPH_FEATURE, False, error)
         raise ValueError(f"sglang-tokenweave: {error}")
+    graph, why = choose_verify_graph(cfg.verify_graph, server_args, cfg.verify_eager)
+    cfg = runtime().config = dataclasses.replace(cfg, verify_graph=graph)
     kernel = cfg.sampling_kernel
     if requested != kernel:
         kernel += f" ({requested} on --device {server_args.device})"
     report.set_feature_status(FEATURE, True, f"window W={cfg.window}, verify rows B={cfg.verify_rows}, "
                                          f"lookahead blocks L={cfg.lookahead_blocks}, sampling kernel {kernel}, "
-                                         f"logits {cfg.logits_dtype}")
+                                         f"logits {cfg.logits_dtype}, verify graph {graph} ({why})")
     return None
 
 
