@@ -235,12 +235,15 @@ def run_sample(latencies: list[float], outputs: list[list[int]], wall: float, de
         "isolated_prefills": delta.get("isolated_prefills"),
         "fast_path_steps": delta.get("fast_path_steps"),
         "sampler_time_share": share("sampler_seconds"),
+        # The overlap scheduler's steps in flight processed early before passes (the host waits).
+        "drain_time_share": share("verification_drain_seconds"),
         "counters": delta,  # every counter's increase (rollbacks by cause among them)
     }
 
 
 FIGURES = ("throughput_tok_s", "latency_p50_us", "latency_p99_us", "latency_p99_nondet_us", "rollback_rate",
-           "verification_passes", "verify_time_share", "isolated_prefills", "fast_path_steps", "sampler_time_share")
+           "verification_passes", "verify_time_share", "isolated_prefills", "fast_path_steps", "sampler_time_share",
+           "drain_time_share")
 
 
 @dataclass

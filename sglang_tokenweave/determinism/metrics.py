@@ -28,6 +28,10 @@ class DeterminismMetrics:
     verification_forward_seconds: float = 0.0
     verification_wait_seconds: float = 0.0
     verification_apply_seconds: float = 0.0
+    # The overlap scheduler's steps in flight processed early, before a pass (the host waits for
+    # the GPU there instead of preparing the next step): how often, and the host's wall time.
+    verification_drains: int = 0
+    verification_drain_seconds: float = 0.0
     tokens_verified: int = 0  # proposals checked by a verifier
     tokens_committed: int = 0  # tokens committed (prefill and verification)
     tokens_rolled_back: int = 0  # proposals dropped
@@ -62,6 +66,11 @@ class DeterminismMetrics:
         for phase, phase_seconds in phases.items():
             field = f"verification_{phase}_seconds"
             setattr(self, field, getattr(self, field) + phase_seconds)
+
+    def on_drain(self, seconds: float) -> None:
+        """The steps in flight were processed before a pass, taking ``seconds``."""
+        self.verification_drains += 1
+        self.verification_drain_seconds += seconds
 
     def on_commit(self, result: CommitResult, tokens_verified: int = 0, greedy: bool = False) -> None:
         """Record a CommitResult; ``tokens_verified`` is the window length (0 for a prefill),

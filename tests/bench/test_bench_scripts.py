@@ -204,10 +204,12 @@ def test_rows_take_ratios_from_the_runs_of_one_repeat(tmp_path):
 def test_a_runs_counters_become_rates_of_that_run():
     s = bench_determinism.run_sample([1.0, 2.0, 3.0, 4.0], [[1, 2], [3], [4], [5, 6, 7]], 2.0,
                                      {"tokens_verified": 40.0, "tokens_rolled_back": 10.0, "verification_passes": 6.0,
-                                      "verification_seconds": 0.5, "isolated_prefills": 3.0, "sampler_seconds": 0.1})
+                                      "verification_seconds": 0.5, "isolated_prefills": 3.0, "sampler_seconds": 0.1,
+                                      "verification_drain_seconds": 0.2})
     assert s["throughput_tok_s"] == 3.5 and s["latency_p50_us"] == 2.0e6 and s["latency_p99_us"] == 4.0e6
     assert s["rollback_rate"] == 0.25 and s["verification_passes"] == 6.0 and s["verify_time_share"] == 0.25
     assert s["isolated_prefills"] == 3.0 and s["fast_path_steps"] is None and s["sampler_time_share"] == 0.05
+    assert s["drain_time_share"] == 0.1
     plain = bench_determinism.run_sample([1.0], [[1]], 1.0, {})
     assert plain["rollback_rate"] is None and plain["verify_time_share"] is None
     assert plain["latency_p99_nondet_us"] == 1.0e6

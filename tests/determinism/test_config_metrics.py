@@ -72,6 +72,8 @@ def test_metrics_count_commits_and_rollbacks():
         metrics.on_pass(real_rows=1, phases={"compile": 1.0})
     metrics.on_commit(state.apply_verification([2, 9, 9, 9]), tokens_verified=4)
     metrics.on_restart()
+    metrics.on_drain(0.5)
+    metrics.on_drain(0.25)
     metrics.on_sampled(is_decode=False, seconds=0.5)
     metrics.on_sampled(is_decode=True, seconds=0.25)
     metrics.on_sampled(is_decode=True, seconds=0.25)
@@ -84,6 +86,8 @@ def test_metrics_count_commits_and_rollbacks():
         "verification_forward_seconds": 0.0,
         "verification_wait_seconds": 0.0625,
         "verification_apply_seconds": 0.0625,
+        "verification_drains": 2,
+        "verification_drain_seconds": 0.75,
         "tokens_verified": 4,
         "tokens_committed": 3,
         "tokens_rolled_back": 3,

@@ -100,6 +100,8 @@ def test_steps_overlap_and_synchronize_only_before_a_pass(monkeypatch):
         "process f", "verify det", "run g",
     ]
     assert det.state.num_committed == 7 and not det.state.needs_verification()
+    metrics = runtime_module.runtime().metrics  # the two early processings, counted and timed
+    assert metrics.verification_drains == 2 and metrics.verification_drain_seconds > 0
 
 
 def test_without_deterministic_requests_nothing_waits(monkeypatch):
@@ -109,7 +111,7 @@ def test_without_deterministic_requests_nothing_waits(monkeypatch):
         loop.step(_decode(name, other))
     loop.step(None)
     assert loop.events == ["run a", "run b", "process a", "run c", "process b", "process c"]
-    assert not loop.result_queue
+    assert not loop.result_queue and runtime_module.runtime().metrics.verification_drains == 0
 
 
 def test_a_fast_path_finish_found_late_synchronizes_at_the_next_step(monkeypatch):

@@ -22,6 +22,10 @@ COUNTERS = {
     **{f"verification_{phase}_seconds": (f"verification_{phase}_seconds", f"Wall time of verification passes: {what}.")
        for phase, what in zip(PASS_PHASES, ("building the batch", "launching the forward",
                                             "sampling and waiting for the result", "applying the commits"))},
+    "verification_drains": ("verification_drains", "Times the overlap scheduler's steps in flight were processed "
+                            "early, before a verification pass."),
+    "verification_drain_seconds": ("verification_drain_seconds", "Wall time of those early processings (the "
+                                   "host waits for the GPU's steps there)."),
     "tokens_verified": ("tokens_verified", "Fast-path tokens checked by a verification pass."),
     "tokens_rolled_back": ("tokens_rolled_back", "Fast-path tokens dropped by verification."),
     "rollback_events": ("rollback_events", "Verifications that dropped at least one token."),

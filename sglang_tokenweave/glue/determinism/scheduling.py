@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from array import array
 from collections import Counter
 
@@ -114,8 +115,10 @@ def verify_before_scheduling(original, scheduler, running_batch, last_batch, *ar
         return original(scheduler, running_batch, last_batch, *args, **kwargs)
     queue = getattr(scheduler, "result_queue", None)  # the overlap loop's unprocessed steps
     if queue and _blocked_once_processed(running_batch, queue):
+        started = time.perf_counter()
         while queue:
             scheduler.process_batch_result(*queue.popleft())
+        runtime().metrics.on_drain(time.perf_counter() - started)
     if not queue:
         verify_due(scheduler, running_batch)
     plan = original(scheduler, running_batch, last_batch, *args, **kwargs)
