@@ -7,9 +7,11 @@ prefill graph it replaces launches attention eagerly between its captured pieces
 (SmolLM2-135M, 30 layers, 8 x 32-token passes) the host's launches took about 7.4 ms of a
 10 ms pass; in the full graph the launch takes 0.4 ms and a pass about 4 ms, and at 100%
 deterministic traffic the server ran 1.29x faster
-(benchmarks/results/bench_determinism/bench_determinism_h100_tp1_smollm2-ab.json). Both paths run the same causal Triton extend kernel for attention, each row
-reading its own prefix; the inputs differ: in TARGET_VERIFY a row's sequence length is its
-prefix (the tokens before its window), not prefix + W, and positions are given explicitly.
+(benchmarks/results/bench_determinism/bench_determinism_h100_tp1_smollm2-ab.json).
+
+Both paths run the same causal Triton extend kernel for attention, each row reading its own
+prefix; the inputs differ: in TARGET_VERIFY a row's sequence length is its prefix (the tokens
+before its window), not prefix + W, and positions are given explicitly.
 """
 
 from __future__ import annotations
