@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import requests
@@ -29,6 +30,20 @@ def generate(server, prompt, params, **body):
                       timeout=600)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def case_ids(server, case, max_new_tokens):
+    """The output ids of deterministic case (prompt index, sampling index)."""
+    prompt_index, sampling_index = case
+    params = det_params(*SAMPLING[sampling_index], max_new_tokens=max_new_tokens)
+    return generate(server, PROMPTS[prompt_index], params)["output_ids"]
+
+
+def noise_ids(server, i):
+    """Other traffic, seeded by ``i``: up to 200 repeated words in, up to 64 tokens out at T = 1."""
+    rng = random.Random(i)
+    params = {"max_new_tokens": rng.randint(1, 64), "temperature": 1.0, "ignore_eos": True}
+    return generate(server, f"noise {i} " * rng.randint(1, 200), params)["output_ids"]
 
 
 def generate_stream(server, prompt, params):

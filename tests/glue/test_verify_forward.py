@@ -5,8 +5,6 @@ import types
 
 import pytest
 
-from sglang_tokenweave.determinism.config import DeterminismConfig
-from sglang_tokenweave.glue.determinism import runtime as runtime_module
 from sglang_tokenweave.glue.determinism import verify_forward
 
 
@@ -34,15 +32,6 @@ class ModelRunner:
 
 def batch(tokens):
     return types.SimpleNamespace(input_ids=[0] * tokens)
-
-
-@pytest.fixture
-def fresh_runtime(monkeypatch):
-    def make(**config):
-        rt = runtime_module.Runtime(DeterminismConfig(**config))
-        monkeypatch.setattr(runtime_module, "_runtime", rt)
-        return rt
-    return make
 
 
 def test_a_pass_replays_the_prefill_graph_and_keeps_that_choice(fresh_runtime):

@@ -9,21 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sglang_tokenweave.determinism.config import DeterminismConfig
 from sglang_tokenweave.determinism.verify_graph import pass_layout
-from sglang_tokenweave.glue.determinism import runtime as runtime_module
 from sglang_tokenweave.glue.determinism import verifier, verify_forward, verify_graph
 
 ROWS, WINDOW = 8, 32
-
-
-@pytest.fixture
-def fresh_runtime(monkeypatch):
-    def make(**config):
-        rt = runtime_module.Runtime(DeterminismConfig(**config))
-        monkeypatch.setattr(runtime_module, "_runtime", rt)
-        return rt
-    return make
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the fast path proposes ends the output at the verified stop, with every slot fre
 
 import concurrent.futures as cf
 import itertools
-import random
 import sys
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from sglang_tokenweave.comm.multicast import MULTICAST_OFF_SWITCHES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deterministic_client import (  # noqa: E402
-    PROMPTS, SAMPLING, det_params, generate, metric, scheduler_reports, wait_for_idle_pool,
+    PROMPTS, SAMPLING, case_ids, det_params, generate, metric, noise_ids, scheduler_reports,
+    wait_for_idle_pool,
 )
 
 pytestmark = pytest.mark.gpu
@@ -55,22 +55,14 @@ def server(request, start_server):
 
 
 def _det(server, case):
-    prompt_index, sampling_index = case
-    return generate(server, PROMPTS[prompt_index], det_params(*SAMPLING[sampling_index], max_new_tokens=48))[
-        "output_ids"]
-
-
-def _noise(server, i):
-    rng = random.Random(i)
-    params = {"max_new_tokens": rng.randint(1, 64), "temperature": 1.0, "ignore_eos": True}
-    return generate(server, f"noise {i} " * rng.randint(1, 200), params)["output_ids"]
+    return case_ids(server, case, max_new_tokens=48)
 
 
 def test_identical_alone_and_under_load(server):
     reference = {case: _det(server, case) for case in CASES}
     for _ in range(3):
         with cf.ThreadPoolExecutor(16) as pool:
-            noise = [pool.submit(_noise, server, i) for i in range(48)]
+            noise = [pool.submit(noise_ids, server, i) for i in range(48)]
             det = {case: pool.submit(_det, server, case) for case in CASES}
             assert {case: f.result() for case, f in det.items()} == reference
             [f.result() for f in noise]
